@@ -1,0 +1,36 @@
+# captcha-bench: `make bench` runs the comparison, `make test` the tests; both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APPROACHES ?= multihead poolfree crnn-resnet crnn crnn-modified ce-crnn crnn-gru lstm-columns
+EPOCHS ?= 3
+OUT ?= reports/latest
+
+.PHONY: bench test lint format list clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Until the suites land: a short comparison of every approach on captcha-v2 (EPOCHS each).
+bench: $(VENV)/.installed
+	$(PY) -m bench compare --approach $(APPROACHES) --epochs $(EPOCHS) --out $(OUT)
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check bench tests
+	$(PY) -m pytest -q
+
+list: $(VENV)/.installed
+	$(PY) -m bench list
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check bench tests
+	$(PY) -m ruff format --check bench tests
+
+format: $(VENV)/.installed
+	$(PY) -m ruff format bench tests
+	$(PY) -m ruff check --fix bench tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,67 @@
+"""Small building blocks the approaches share. Imports point down: approaches import this."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv(cin: int, cout: int, kernel: int | tuple[int, int] = 3, stride: int = 1, padding: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding)
+
+
+@torch.no_grad()
+def output_shape(module: nn.Module, channels: int, height: int, width: int) -> torch.Size:
+    """Shape of ``module``'s output for one image (the module is put back in its mode)."""
+    was_training = module.training
+    module.eval()
+    shape = module(torch.zeros(1, channels, height, width)).shape
+    module.train(was_training)
+    return shape
+
+
+class ToSequence(nn.Module):
+    """``(N, C, H, W)`` feature map -> ``(N, W, C * H)``: one step per column."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x.reshape(n, c * h, w).transpose(1, 2)
+
+
+class Recurrent(nn.Module):
+    """A batch-first LSTM or GRU that returns only its output sequence."""
+
+    def __init__(self, kind: str, size: int, hidden: int, layers: int = 1, bidirectional: bool = True,
+                 dropout: float = 0.0):
+        super().__init__()
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[kind]
+        self.rnn = rnn(size, hidden, num_layers=layers, bidirectional=bidirectional,
+                       dropout=dropout if layers > 1 else 0.0, batch_first=True)
+        self.out_features = hidden * (2 if bidirectional else 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x)[0]
+
+
+class SequenceHead(nn.Module):
+    """Feature extractor + columns as steps + a stack of layers over the sequence."""
+
+    def __init__(self, features: nn.Module, sequence: nn.Module):
+        super().__init__()
+        self.features = features
+        self.to_sequence = ToSequence()
+        self.sequence = sequence
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sequence(self.to_sequence(self.features(x)))
+
+
+class Positions(nn.Module):
+    """``(N, C * L)`` logits -> ``(N, L, C)``: the multi-output heads of seed 000."""
+
+    def __init__(self, max_len: int):
+        super().__init__()
+        self.max_len = max_len
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], self.max_len, -1)

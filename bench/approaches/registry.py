@@ -1,0 +1,90 @@
+"""The approach registry: ``register``, ``get_approach``, ``list_approaches``, ``create_model``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from bench.hparams import TrainConfig
+
+SearchSpace = Callable[[Any], dict[str, Any]]  # optuna.Trial -> hyperparameters
+
+
+@dataclass(frozen=True)
+class Approach:
+    """One architecture of the benchmark, with its seed's defaults and an Optuna search space.
+
+    ``build(num_classes, max_len, channels, height, width, **model_hp)`` returns a module whose
+    output is ``(batch, steps, num_classes)`` logits for the ``codec`` (``"ce"`` or ``"ctc"``).
+    ``train`` overrides :class:`~bench.hparams.TrainConfig`'s generic values with the seed's;
+    ``model`` holds the keyword arguments of ``build``.
+    """
+
+    name: str
+    seed: str
+    codec: str
+    summary: str
+    build: Callable[..., nn.Module]
+    train: Mapping[str, Any]
+    model: Mapping[str, Any]
+    search_space: SearchSpace = field(repr=False)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Every hyperparameter of a run with no overrides: the seed's reproduction."""
+        return {**TrainConfig().to_dict(), **self.train, **self.model}
+
+    def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults updated with ``overrides``; an unknown key is an error that lists the known."""
+        overrides = dict(overrides or {})
+        if unknown := sorted(overrides.keys() - self.defaults.keys()):
+            raise KeyError(
+                f"{self.name} has no hyperparameter {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(self.defaults))}"
+            )
+        return {**self.defaults, **overrides}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.defaults["channels"], self.defaults["height"], self.defaults["width"]
+
+
+_REGISTRY: dict[str, Approach] = {}
+
+
+def register(approach: Approach) -> Approach:
+    if approach.name in _REGISTRY:
+        raise ValueError(f"approach {approach.name!r} is registered twice")
+    if bad := (approach.train.keys() - TrainConfig.keys()) | (
+        approach.model.keys() & TrainConfig.keys()
+    ):
+        raise ValueError(f"{approach.name}: misplaced hyperparameters {sorted(bad)}")
+    if approach.codec not in ("ce", "ctc"):
+        raise ValueError(f"{approach.name}: codec must be 'ce' or 'ctc', got {approach.codec!r}")
+    _REGISTRY[approach.name] = approach
+    return approach
+
+
+def get_approach(name: str) -> Approach:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown approach {name!r}; known: {', '.join(list_approaches())}") from None
+
+
+def list_approaches() -> list[str]:
+    return list(_REGISTRY)
+
+
+def create_model(
+    name: str, num_classes: int, max_len: int, **overrides: Any
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build approach ``name``'s model; returns it with the resolved hyperparameters."""
+    approach = get_approach(name)
+    hp = approach.resolve(overrides)
+    model_hp = {k: v for k, v in hp.items() if k not in TrainConfig.keys()}
+    model = approach.build(num_classes, max_len, hp["channels"], hp["height"], hp["width"], **model_hp)
+    return model, hp

@@ -1,0 +1,93 @@
+"""Datasets: ``captcha-v2``, ``synthetic:SPEC`` and ``folder:PATH``, decoded once and split once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.data.augment import Augment
+from bench.data.sources import (
+    SYNTHETIC_PRESETS,
+    DataError,
+    DatasetMismatchWarning,
+    Source,
+    captcha_v2_source,
+    folder_source,
+    synthetic_source,
+)
+from bench.data.store import Split, TensorStore, decode_source, make_split, split_digest
+
+__all__ = [
+    "SYNTHETIC_PRESETS",
+    "Augment",
+    "DataError",
+    "Dataset",
+    "DatasetMismatchWarning",
+    "Source",
+    "Split",
+    "TensorStore",
+    "load_dataset",
+]
+
+
+@dataclass
+class Dataset:
+    """A source plus its split; :meth:`store` decodes it at an approach's input size."""
+
+    source: Source
+    split_seed: int = 0
+    val_share: float = 0.1
+    test_share: float = 0.2
+    skip_bad: bool = False
+    _stores: dict[tuple[int, int, int], TensorStore] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def store(self, channels: int, height: int, width: int) -> TensorStore:
+        key = (channels, height, width)
+        if key not in self._stores:
+            self._stores[key] = decode_source(self.source, *key, skip_bad=self.skip_bad)
+        return self._stores[key]
+
+    def split(self, store: TensorStore) -> Split:
+        return make_split(store.files, self.split_seed, self.val_share, self.test_share)
+
+    def describe(self, store: TensorStore) -> dict[str, object]:
+        """What a run needs to record to show which data it saw."""
+        split = self.split(store)
+        return {
+            "dataset": self.name,
+            "fingerprint": self.source.fingerprint,
+            "charset": self.source.charset,
+            "max_len": self.source.max_len,
+            "split_seed": self.split_seed,
+            **{f"n_{k}": v for k, v in split.sizes().items()},
+            "split_digest": split_digest(store.files, split),
+            "skipped": len(store.skipped),
+        }
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    split_seed: int = 0,
+    val_share: float = 0.1,
+    test_share: float = 0.2,
+    skip_bad: bool = False,
+) -> Dataset:
+    """Resolve a dataset name: ``captcha-v2``, ``synthetic:PRESET[,k=v...]``, ``folder:PATH``."""
+    kind, _, arg = name.partition(":")
+    if kind == "captcha-v2" and not arg:
+        source = captcha_v2_source(data_dir)
+    elif kind == "synthetic":
+        source = synthetic_source(arg or "digits4", name=name)
+    elif kind == "folder" and arg:
+        source = folder_source(arg, name=name)
+    else:
+        raise DataError(
+            f"unknown dataset {name!r}; use captcha-v2, synthetic:PRESET (presets: "
+            f"{', '.join(SYNTHETIC_PRESETS)}) or folder:PATH"
+        )
+    return Dataset(source, split_seed, val_share, test_share, skip_bad)
