@@ -40,8 +40,16 @@ def cmd_list(args: argparse.Namespace) -> None:
         c, h, w = approach.input_shape
         model, _ = create_model(name, num_classes=20, max_len=5)
         params = sum(p.numel() for p in model.parameters())
-        rows.append((name, approach.seed, approach.codec, f"{c}x{h}x{w}", f"{params / 1e6:.2f}M",
-                     approach.summary))
+        rows.append(
+            (
+                name,
+                approach.seed,
+                approach.codec,
+                f"{c}x{h}x{w}",
+                f"{params / 1e6:.2f}M",
+                approach.summary,
+            )
+        )
     header = ("approach", "seed", "codec", "input", "params*", "model")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
     for row in [header, *rows]:
@@ -53,15 +61,22 @@ def cmd_train(args: argparse.Namespace) -> None:
     overrides = parse_assignments(args.set)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed,
-                           skip_bad=args.skip_bad)
+    get_approach(args.approach).resolve(overrides)  # fail on a bad name or key before any data work
+    dataset = load_dataset(
+        args.dataset, data_dir=args.data_dir, split_seed=args.split_seed, skip_bad=args.skip_bad
+    )
     result = train(
-        args.approach, dataset, overrides, seed=args.seed, device=args.device,
+        args.approach,
+        dataset,
+        overrides,
+        seed=args.seed,
+        device=args.device,
         checkpoint_dir=None if args.no_resume else cache_dir() / "checkpoints",
         progress=not args.quiet,
     )
-    for name, reason in dataset.store(result.hparams["channels"], result.hparams["height"],
-                                      result.hparams["width"]).skipped:
+    for name, reason in dataset.store(
+        result.hparams["channels"], result.hparams["height"], result.hparams["width"]
+    ).skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     summary = result.summary()
     width = max(map(len, summary))
@@ -80,11 +95,14 @@ def cmd_compare(args: argparse.Namespace) -> None:
     overrides = parse_assignments(args.set)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    for name in args.approach:
+        get_approach(name).resolve(overrides)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
     for name in args.approach:
         for seed in args.seeds:
-            train_and_record(name, dataset, overrides, seed, args.device, args.out,
-                             progress=not args.quiet)
+            train_and_record(
+                name, dataset, overrides, seed, args.device, args.out, progress=not args.quiet
+            )
     print(write_table(args.out).to_string(index=False))
 
 
@@ -98,41 +116,71 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the registered approaches")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("train", help="train one approach and print its test metrics",
-                       description="Train one approach with its seed's defaults (change any with "
-                                   "--set) and print the final test metrics.")
+    p = sub.add_parser(
+        "train",
+        help="train one approach and print its test metrics",
+        description="Train one approach with its seed's defaults (change any with "
+        "--set) and print the final test metrics.",
+    )
     p.add_argument("--approach", required=True, help=f"one of: {', '.join(list_approaches())}")
-    p.add_argument("--dataset", default="captcha-v2",
-                   help="captcha-v2 (default), synthetic:PRESET[,key=value...] or folder:PATH")
+    p.add_argument(
+        "--dataset",
+        default="captcha-v2",
+        help="captcha-v2 (default), synthetic:PRESET[,key=value...] or folder:PATH",
+    )
     p.add_argument("--epochs", type=int, help="override the approach's epochs")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--split-seed", type=int, default=0, help="train/val/test split seed (default 0)")
-    p.add_argument("--data-dir", type=Path, help="folder holding datasets (else $BENCH_DATA_DIR, "
-                                                 "then the cache)")
+    p.add_argument(
+        "--split-seed", type=int, default=0, help="train/val/test split seed (default 0)"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder holding datasets (else $BENCH_DATA_DIR, then the cache)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a hyperparameter (repeatable), e.g. --set lr=1e-3")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip unreadable images (listed on stderr) instead of stopping")
-    p.add_argument("--no-resume", action="store_true",
-                   help="do not save or resume from per-epoch checkpoints")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyperparameter (repeatable), e.g. --set lr=1e-3",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable images (listed on stderr) instead of stopping",
+    )
+    p.add_argument(
+        "--no-resume", action="store_true", help="do not save or resume from per-epoch checkpoints"
+    )
     p.add_argument("--output", type=Path, help="write the result (metrics, history) as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("compare", help="train several approaches on one dataset, write a table",
-                       description="Train each approach (and seed) on the same split; results go to "
-                                   "OUT/<approach>-seed<S>.json and the table to OUT/results.csv and "
-                                   "OUT/results.md. Finished results are kept: a re-run resumes.")
-    p.add_argument("--approach", nargs="+", default=list_approaches(), help="approaches (default: all)")
+    p = sub.add_parser(
+        "compare",
+        help="train several approaches on one dataset, write a table",
+        description="Train each approach (and seed) on the same split; results go to "
+        "OUT/<approach>-seed<S>.json and the table to OUT/results.csv and "
+        "OUT/results.md. Finished results are kept: a re-run resumes.",
+    )
+    p.add_argument(
+        "--approach", nargs="+", default=list_approaches(), help="approaches (default: all)"
+    )
     p.add_argument("--dataset", default="captcha-v2")
     p.add_argument("--epochs", type=int, help="override every approach's epochs")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a hyperparameter of every approach")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyperparameter of every approach",
+    )
     p.add_argument("--out", type=Path, default=Path("reports/latest"), help="output folder")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)

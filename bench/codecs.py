@@ -90,7 +90,9 @@ class CECodec(Codec):
 
     def loss(self, logits: torch.Tensor, targets: Targets) -> torch.Tensor:
         if logits.shape[1] != self.max_len:
-            raise ValueError(f"CE head emits {logits.shape[1]} positions, codec expects {self.max_len}")
+            raise ValueError(
+                f"CE head emits {logits.shape[1]} positions, codec expects {self.max_len}"
+            )
         return F.cross_entropy(
             logits.float().flatten(0, 1),
             targets.indices.flatten(),

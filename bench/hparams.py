@@ -25,6 +25,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     batch_size: int = 32
+    drop_last: bool = False  # drop the last partial training batch (fastai does, PyTorch does not)
     epochs: int = 30
     schedule: str = "none"  # none | onecycle | plateau
     pct_start: float = 0.25  # onecycle warm-up share
@@ -40,12 +41,12 @@ class TrainConfig:
     contrast: float = 0.0
 
     @classmethod
-    def keys(cls) -> set[str]:
+    def field_names(cls) -> set[str]:
         return {f.name for f in fields(cls)}
 
     @classmethod
     def from_hparams(cls, hp: dict[str, Any]) -> TrainConfig:
-        values = {k: v for k, v in hp.items() if k in cls.keys()}
+        values = {k: v for k, v in hp.items() if k in cls.field_names()}
         for key in ("mean", "std"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])

@@ -15,31 +15,64 @@ from bench.config import cache_dir
 from bench.data import Dataset
 from bench.train import TrainResult, train
 
-TABLE_COLUMNS = ["approach", "seed", "epochs", "test_seq_acc", "test_char_acc", "test_cer",
-                 "params", "flops", "train_seconds", "img_per_s", "device", "threads"]
+TABLE_COLUMNS = [
+    "approach",
+    "seed",
+    "epochs",
+    "test_seq_acc",
+    "test_char_acc",
+    "test_cer",
+    "params",
+    "flops",
+    "train_seconds",
+    "img_per_s",
+    "device",
+    "threads",
+]
 
 
 def save_result(result: TrainResult, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        **result.summary(), "threads": torch.get_num_threads(), "cpu": platform.processor(),
-        "hparams": result.hparams, "data": result.data, "history": result.history,
+        **result.summary(),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor(),
+        "hparams": result.hparams,
+        "data": result.data,
+        "history": result.history,
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str))
     os.replace(tmp, path)
 
 
-def train_and_record(name: str, dataset: Dataset, overrides: dict[str, Any], seed: int,
-                     device: str, out: Path, progress: bool = True) -> Path:
+def train_and_record(
+    name: str,
+    dataset: Dataset,
+    overrides: dict[str, Any],
+    seed: int,
+    device: str,
+    out: Path,
+    progress: bool = True,
+) -> Path:
     """Train unless ``out`` already holds this result; per-epoch checkpoints make it resumable."""
     path = out / f"{name}-seed{seed}.json"
     if not path.exists():
-        result = train(name, dataset, overrides, seed=seed, device=device, progress=progress,
-                       checkpoint_dir=cache_dir() / "checkpoints")
+        result = train(
+            name,
+            dataset,
+            overrides,
+            seed=seed,
+            device=device,
+            progress=progress,
+            checkpoint_dir=cache_dir() / "checkpoints",
+        )
         save_result(result, path)
-        print(f"{name} seed {seed}: test seq acc {result.test['seq_acc']:.4f}, "
-              f"CER {result.test['cer']:.4f} ({result.train_seconds:.0f} s)", flush=True)
+        print(
+            f"{name} seed {seed}: test seq acc {result.test['seq_acc']:.4f}, "
+            f"CER {result.test['cer']:.4f} ({result.train_seconds:.0f} s)",
+            flush=True,
+        )
     return path
 
 

@@ -15,6 +15,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +60,13 @@ def make_optimizer(cfg: TrainConfig, params: Iterable[nn.Parameter]) -> torch.op
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":  # fastai's Adam: decoupled weight decay, beta2 0.99, eps 1e-5
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-5,
-                                 weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(
+            params, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=cfg.weight_decay
+        )
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
     if cfg.optimizer == "adadelta":
         return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use adam, adamw, sgd or adadelta")
@@ -72,25 +75,46 @@ def make_optimizer(cfg: TrainConfig, params: Iterable[nn.Parameter]) -> torch.op
 def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     if cfg.schedule == "onecycle":  # fastai's fit_one_cycle: cosine, div 25, final div 1e5
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-            pct_start=cfg.pct_start, div_factor=25.0, final_div_factor=1e5,
+            optimizer,
+            max_lr=cfg.lr,
+            total_steps=cfg.epochs * steps_per_epoch,
+            pct_start=cfg.pct_start,
+            div_factor=25.0,
+            final_div_factor=1e5,
             cycle_momentum=cfg.optimizer in ("adam", "adamw", "sgd"),
-            base_momentum=0.85, max_momentum=0.95,
+            base_momentum=0.85,
+            max_momentum=0.95,
         )
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+            optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
     if cfg.schedule == "none":
         return None
     raise ValueError(f"unknown schedule {cfg.schedule!r}; use onecycle, plateau or none")
 
 
-def count_flops(model: nn.Module, channels: int, height: int, width: int) -> int:
-    """Forward FLOPs for one image, counted by torch's FlopCounterMode on a CPU copy."""
+def count_flops(model: nn.Module, channels: int, height: int, width: int) -> tuple[int, int]:
+    """Forward FLOPs for one image (torch's FlopCounterMode, on a CPU copy) and output steps."""
     clone = copy.deepcopy(model).cpu().eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        clone(torch.zeros(1, channels, height, width))
-    return int(counter.get_total_flops())
+        out = clone(torch.zeros(1, channels, height, width))
+    return int(counter.get_total_flops()), out.shape[1]
+
+
+def check_steps(name: str, codec: str, steps: int, max_len: int) -> None:
+    """CTC needs a step per character, and 2L+1 for labels of repeated characters."""
+    if codec == "ctc" and steps < max_len:
+        raise ValueError(
+            f"{name} emits {steps} steps, fewer than the longest label ({max_len} "
+            "characters): give it a wider input (--set width=...)"
+        )
+    if codec == "ctc" and steps < 2 * max_len + 1:
+        warnings.warn(
+            f"{name} emits {steps} steps: labels of {max_len} characters with repeats "
+            f"need up to {2 * max_len + 1}",
+            stacklevel=2,
+        )
 
 
 @dataclass
@@ -111,7 +135,9 @@ class Batcher:
 
         return cls(
             images=store.images.to(device, non_blocking=True),
-            mean=stat(cfg.mean), std=stat(cfg.std), channels_last=device.type == "cuda",
+            mean=stat(cfg.mean),
+            std=stat(cfg.std),
+            channels_last=device.type == "cuda",
             augment=Augment(cfg.rotate, cfg.brightness, cfg.contrast),
         )
 
@@ -136,8 +162,15 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, codec: Codec, batcher: Batcher, store: TensorStore,
-             targets, idx: torch.Tensor, device: torch.device) -> Evaluation:
+def evaluate(
+    model: nn.Module,
+    codec: Codec,
+    batcher: Batcher,
+    store: TensorStore,
+    targets,
+    idx: torch.Tensor,
+    device: torch.device,
+) -> Evaluation:
     model.eval()
     losses, predictions = [], []
     for part in idx.to(device).split(EVAL_BATCH):
@@ -169,11 +202,16 @@ class TrainResult:
     def summary(self) -> dict[str, Any]:
         """The final metrics, as printed by the CLI and written to result files."""
         return {
-            "approach": self.approach, "dataset": self.data["dataset"], "seed": self.seed,
-            "device": self.device, "epochs": self.hparams["epochs"],
+            "approach": self.approach,
+            "dataset": self.data["dataset"],
+            "seed": self.seed,
+            "device": self.device,
+            "epochs": self.hparams["epochs"],
             **{f"test_{k}": v for k, v in self.test.items()},
-            "params": self.params, "flops": self.flops,
-            "train_seconds": round(self.train_seconds, 1), "img_per_s": round(self.img_per_s, 1),
+            "params": self.params,
+            "flops": self.flops,
+            "train_seconds": round(self.train_seconds, 1),
+            "img_per_s": round(self.img_per_s, 1),
         }
 
 
@@ -208,19 +246,25 @@ def train(
     split = dataset.split(store)
     data = dataset.describe(store)
     codec_options = (
-        {"label_smoothing": cfg.label_smoothing} if approach.codec == "ce"
-        else {"decoder": cfg.decoder, "beam_width": cfg.beam_width,
-              "emission_threshold": cfg.emission_threshold}
+        {"label_smoothing": cfg.label_smoothing}
+        if approach.codec == "ce"
+        else {
+            "decoder": cfg.decoder,
+            "beam_width": cfg.beam_width,
+            "emission_threshold": cfg.emission_threshold,
+        }
     )
     max_len = cfg.max_len or dataset.source.max_len
     codec = make_codec(approach.codec, dataset.source.charset, max_len, **codec_options)
     targets = codec.encode(store.labels).to(dev)
 
-    model_hp = {k: v for k, v in hp.items() if k not in TrainConfig.keys()}
-    model = approach.build(codec.num_classes, max_len, cfg.channels, cfg.height, cfg.width,
-                           **model_hp)
+    model_hp = {k: v for k, v in hp.items() if k not in TrainConfig.field_names()}
+    model = approach.build(
+        codec.num_classes, max_len, cfg.channels, cfg.height, cfg.width, **model_hp
+    )
     params = sum(p.numel() for p in model.parameters())
-    flops = count_flops(model, cfg.channels, cfg.height, cfg.width)
+    flops, steps = count_flops(model, cfg.channels, cfg.height, cfg.width)
+    check_steps(approach.name, approach.codec, steps, max_len)
     model.to(dev)
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -230,7 +274,11 @@ def train(
     batcher.generator = torch.Generator(device=dev).manual_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
     batch_size = min(cfg.batch_size, len(split.train))
-    steps_per_epoch = len(split.train) // batch_size  # the last partial batch is dropped
+    n_train = len(split.train)
+    # a partial last batch is kept unless drop_last, or unless it is one image (BatchNorm cannot)
+    if cfg.drop_last or n_train % batch_size == 1:
+        n_train -= n_train % batch_size
+    steps_per_epoch = -(-n_train // batch_size)
     optimizer = make_optimizer(cfg, model.parameters())
     schedule = make_schedule(cfg, optimizer, steps_per_epoch)
 
@@ -246,19 +294,27 @@ def train(
             if schedule is not None:
                 schedule.load_state_dict(state["schedule"])
             order_rng.set_state(state["order_rng"])
-            batcher.generator.set_state(state["augment_rng"].to(batcher.generator.get_state().device))
+            batcher.generator.set_state(
+                state["augment_rng"].to(batcher.generator.get_state().device)
+            )
             torch.set_rng_state(state["torch_rng"])
             history, train_seconds = state["history"], state["train_seconds"]
             start_epoch = len(history)
 
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-               desc=f"{approach.name}", unit="batch", disable=not progress, leave=False)
+    bar = tqdm(
+        total=cfg.epochs * steps_per_epoch,
+        initial=start_epoch * steps_per_epoch,
+        desc=f"{approach.name}",
+        unit="batch",
+        disable=not progress,
+        leave=False,
+    )
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         started = time.perf_counter()
         perm = split.train[torch.randperm(len(split.train), generator=order_rng)].to(dev)
         loss_sum = torch.zeros((), device=dev)
-        for idx in perm[: steps_per_epoch * batch_size].split(batch_size):
+        for idx in perm[:n_train].split(batch_size):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 logits = model(batcher(idx, train=True))
             loss = codec.loss(logits, targets[idx])
@@ -275,28 +331,39 @@ def train(
         epoch_train = time.perf_counter() - started
         if not math.isfinite(train_loss):
             bar.close()
-            raise NonFiniteLossError(f"{approach.name}: training loss is {train_loss} in epoch {epoch + 1}")
+            raise NonFiniteLossError(
+                f"{approach.name}: training loss is {train_loss} in epoch {epoch + 1}"
+            )
         val = evaluate(model, codec, batcher, store, targets, split.val, dev).metrics
         if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
             schedule.step(val["loss"])
         train_seconds += epoch_train
         stats = {
-            "train_loss": train_loss, "val_loss": val["loss"], "val_seq_acc": val["seq_acc"],
-            "val_char_acc": val["char_acc"], "val_cer": val["cer"],
+            "train_loss": train_loss,
+            "val_loss": val["loss"],
+            "val_seq_acc": val["seq_acc"],
+            "val_char_acc": val["char_acc"],
+            "val_cer": val["cer"],
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_seconds": time.perf_counter() - started,
-            "img_per_s": steps_per_epoch * batch_size / epoch_train,
+            "img_per_s": n_train / epoch_train,
         }
         history.append(stats)
         bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val['seq_acc']:.3f}")
         if ckpt is not None:
-            _save(ckpt, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict() if schedule is not None else None,
-                "order_rng": order_rng.get_state(), "augment_rng": batcher.generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": history,
-                "train_seconds": train_seconds,
-            })
+            _save(
+                ckpt,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict() if schedule is not None else None,
+                    "order_rng": order_rng.get_state(),
+                    "augment_rng": batcher.generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "train_seconds": train_seconds,
+                },
+            )
         for callback in callbacks:
             callback(epoch, stats)
     bar.close()
@@ -306,12 +373,21 @@ def train(
         {"file": f, "label": t, "prediction": p, "correct": p == t, "cer": metrics.cer([p], [t])}
         for f, t, p in zip(test.files, test.labels, test.predictions, strict=True)
     ]
-    images_seen = len(history) * steps_per_epoch * batch_size
+    images_seen = len(history) * n_train
     return TrainResult(
-        approach=approach.name, hparams=hp, data=data, device=str(dev), seed=seed,
-        history=history, test=test.metrics, params=params, flops=flops,
-        train_seconds=train_seconds, img_per_s=images_seen / max(train_seconds, 1e-9),
-        test_predictions=rows, model=model,
+        approach=approach.name,
+        hparams=hp,
+        data=data,
+        device=str(dev),
+        seed=seed,
+        history=history,
+        test=test.metrics,
+        params=params,
+        flops=flops,
+        train_seconds=train_seconds,
+        img_per_s=images_seen / max(train_seconds, 1e-9),
+        test_predictions=rows,
+        model=model,
     )
 
 

@@ -10,6 +10,12 @@ from bench.approaches import (  # noqa: F401  (registration happens on import)
     multihead,
     poolfree,
 )
-from bench.approaches.registry import Approach, create_model, get_approach, list_approaches, register
+from bench.approaches.registry import (
+    Approach,
+    create_model,
+    get_approach,
+    list_approaches,
+    register,
+)
 
 __all__ = ["Approach", "create_model", "get_approach", "list_approaches", "register"]

@@ -8,17 +8,34 @@ from bench.approaches.layers import Recurrent, SequenceHead, conv, output_shape
 from bench.approaches.registry import Approach, register
 
 
-def build(num_classes: int, max_len: int, channels: int, height: int, width: int, *,
-          seq_hidden: int, hidden: int, dropout: float, rnn_dropout: float) -> nn.Module:
+def build(
+    num_classes: int,
+    max_len: int,
+    channels: int,
+    height: int,
+    width: int,
+    *,
+    seq_hidden: int,
+    hidden: int,
+    dropout: float,
+    rnn_dropout: float,
+) -> nn.Module:
     convs = nn.Sequential(  # 3x75x300 -> 64x18x75
-        conv(channels, 128), nn.ReLU(), nn.MaxPool2d(2),
-        conv(128, 64), nn.ReLU(), nn.MaxPool2d(2),
+        conv(channels, 128),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        conv(128, 64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
     )
     _, c, h, _ = output_shape(convs, channels, height, width)
     gru = Recurrent("gru", seq_hidden, hidden, layers=2, dropout=rnn_dropout)
     sequence = nn.Sequential(
-        nn.Linear(c * h, seq_hidden), nn.ReLU(), nn.Dropout(dropout),
-        gru, nn.Linear(gru.out_features, num_classes),
+        nn.Linear(c * h, seq_hidden),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        gru,
+        nn.Linear(gru.out_features, num_classes),
     )
     return SequenceHead(convs, sequence)
 
@@ -33,13 +50,28 @@ def search_space(trial) -> dict:
     }
 
 
-register(Approach(
-    name="crnn-gru", seed="002", codec="ctc",
-    summary="seed 002: conv-pool x2, Linear(1152, 64), 2-layer BiGRU(32), CTC; ImageNet-normalised",
-    build=build,
-    train=dict(channels=3, height=75, width=300, mean=(0.485, 0.456, 0.406),
-               std=(0.229, 0.224, 0.225), optimizer="adam", lr=3e-4, batch_size=8, epochs=200,
-               schedule="plateau", plateau_factor=0.8, plateau_patience=5),
-    model=dict(seq_hidden=64, hidden=32, dropout=0.2, rnn_dropout=0.25),
-    search_space=search_space,
-))
+register(
+    Approach(
+        name="crnn-gru",
+        seed="002",
+        codec="ctc",
+        summary="seed 002: conv-pool x2, Linear(1152, 64), 2-layer BiGRU(32), CTC",
+        build=build,
+        train=dict(
+            channels=3,
+            height=75,
+            width=300,
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            optimizer="adam",
+            lr=3e-4,
+            batch_size=8,
+            epochs=200,
+            schedule="plateau",
+            plateau_factor=0.8,
+            plateau_patience=5,
+        ),
+        model=dict(seq_hidden=64, hidden=32, dropout=0.2, rnn_dropout=0.25),
+        search_space=search_space,
+    )
+)

@@ -9,13 +9,22 @@ from bench.approaches.layers import conv
 from bench.approaches.registry import Approach, register
 
 
-def build(num_classes: int, max_len: int, channels: int, height: int, width: int, *,
-          hidden: int) -> nn.Module:
+def build(
+    num_classes: int, max_len: int, channels: int, height: int, width: int, *, hidden: int
+) -> nn.Module:
     convs = nn.Sequential(  # 1x32x176 -> 256x1x10
-        conv(channels, 64), nn.MaxPool2d(2, 2), nn.ReLU(),
-        conv(64, 128, stride=2), nn.ReLU(), nn.BatchNorm2d(128),
-        conv(128, 256, stride=2), nn.ReLU(), nn.BatchNorm2d(256),
-        conv(256, 256, stride=2), nn.ReLU(), nn.BatchNorm2d(256),
+        conv(channels, 64),
+        nn.MaxPool2d(2, 2),
+        nn.ReLU(),
+        conv(64, 128, stride=2),
+        nn.ReLU(),
+        nn.BatchNorm2d(128),
+        conv(128, 256, stride=2),
+        nn.ReLU(),
+        nn.BatchNorm2d(256),
+        conv(256, 256, stride=2),
+        nn.ReLU(),
+        nn.BatchNorm2d(256),
         conv(256, 256, kernel=2, padding=0),
     )
     return recurrent_head(convs, channels, height, width, num_classes, hidden)
@@ -30,12 +39,23 @@ def search_space(trial) -> dict:
     }
 
 
-register(Approach(
-    name="crnn-modified", seed="001", codec="ctc",
-    summary="seed 001's modified CRNN: strided convs, 10 steps on 1x32x176, 2-layer BiLSTM, CTC",
-    build=build,
-    train={**SEED_001_INPUT, "width": 176, "optimizer": "adadelta", "lr": 1.2,
-           "batch_size": 128, "epochs": 40, "grad_clip": 3.0},
-    model=dict(hidden=256),
-    search_space=search_space,
-))
+register(
+    Approach(
+        name="crnn-modified",
+        seed="001",
+        codec="ctc",
+        summary="seed 001's modified CRNN: strided convs, 10 steps of 1x32x176, BiLSTM, CTC",
+        build=build,
+        train={
+            **SEED_001_INPUT,
+            "width": 176,
+            "optimizer": "adadelta",
+            "lr": 1.2,
+            "batch_size": 128,
+            "epochs": 40,
+            "grad_clip": 3.0,
+        },
+        model=dict(hidden=256),
+        search_space=search_space,
+    )
+)

@@ -10,8 +10,9 @@ from bench.approaches.multihead import SEED_000_TRAINING
 from bench.approaches.registry import Approach, register
 
 
-def truncated_backbone(name: str, pretrained: bool, channels: int, height: int, width: int,
-                       min_steps: int) -> nn.Module:
+def truncated_backbone(
+    name: str, pretrained: bool, channels: int, height: int, width: int, min_steps: int
+) -> nn.Module:
     """The deepest timm feature stage whose output is still ``min_steps`` columns wide.
 
     For resnet34 at 50x200 and 5-character labels this is layer3 (256 x 4 x 13): fastai's
@@ -21,8 +22,13 @@ def truncated_backbone(name: str, pretrained: bool, channels: int, height: int, 
     for index in reversed(range(len(probe.feature_info))):
         stride = probe.feature_info.reduction()[index]
         if -(-width // stride) >= min_steps:
-            return timm.create_model(name, pretrained=pretrained, features_only=True,
-                                     out_indices=(index,), in_chans=channels)
+            return timm.create_model(
+                name,
+                pretrained=pretrained,
+                features_only=True,
+                out_indices=(index,),
+                in_chans=channels,
+            )
     raise ValueError(f"{name}: no stage keeps {min_steps} columns of a {width}-pixel-wide input")
 
 
@@ -37,18 +43,34 @@ class Squeeze(nn.Module):
         return self.model(x)[0]
 
 
-def build(num_classes: int, max_len: int, channels: int, height: int, width: int, *,
-          backbone: str, pretrained: bool, seq_hidden: int, rnn1: int, rnn2: int,
-          dropout: float) -> nn.Module:
+def build(
+    num_classes: int,
+    max_len: int,
+    channels: int,
+    height: int,
+    width: int,
+    *,
+    backbone: str,
+    pretrained: bool,
+    seq_hidden: int,
+    rnn1: int,
+    rnn2: int,
+    dropout: float,
+) -> nn.Module:
     # CTC needs 2L+1 steps in the worst case (a blank between every repeated character)
-    features = Squeeze(truncated_backbone(backbone, pretrained, channels, height, width,
-                                          2 * max_len + 1))
+    features = Squeeze(
+        truncated_backbone(backbone, pretrained, channels, height, width, 2 * max_len + 1)
+    )
     _, c, h, _ = output_shape(features, channels, height, width)
     first = Recurrent("lstm", seq_hidden, rnn1)
     second = Recurrent("lstm", first.out_features, rnn2)
     sequence = nn.Sequential(
-        nn.Dropout(dropout), nn.Linear(c * h, seq_hidden), first, second,
-        nn.Dropout(dropout), nn.Linear(second.out_features, num_classes),
+        nn.Dropout(dropout),
+        nn.Linear(c * h, seq_hidden),
+        first,
+        second,
+        nn.Dropout(dropout),
+        nn.Linear(second.out_features, num_classes),
     )
     return SequenceHead(features, sequence)
 
@@ -63,13 +85,22 @@ def search_space(trial) -> dict:
     }
 
 
-register(Approach(
-    name="crnn-resnet", seed="000", codec="ctc",
-    summary="timm resnet34 truncated (feature width >= 2L+1), map-to-seq, two BiLSTMs, CTC + beam",
-    build=build,
-    train={**SEED_000_TRAINING, "decoder": "beam", "beam_width": 10,
-           "emission_threshold": -4.605170185988091},  # log(0.01), seed 000's threshold
-    model=dict(backbone="resnet34", pretrained=False, seq_hidden=64, rnn1=256, rnn2=128,
-               dropout=0.1),
-    search_space=search_space,
-))
+register(
+    Approach(
+        name="crnn-resnet",
+        seed="000",
+        codec="ctc",
+        summary="timm resnet34 cut to >= 2L+1 columns, map-to-seq, two BiLSTMs, CTC + beam",
+        build=build,
+        train={
+            **SEED_000_TRAINING,
+            "decoder": "beam",
+            "beam_width": 10,
+            "emission_threshold": -4.605170185988091,
+        },  # log(0.01), seed 000's threshold
+        model=dict(
+            backbone="resnet34", pretrained=False, seq_hidden=64, rnn1=256, rnn2=128, dropout=0.1
+        ),
+        search_space=search_space,
+    )
+)

@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 
-def conv(cin: int, cout: int, kernel: int | tuple[int, int] = 3, stride: int = 1, padding: int = 1) -> nn.Conv2d:
+def conv(
+    cin: int, cout: int, kernel: int | tuple[int, int] = 3, stride: int = 1, padding: int = 1
+) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding)
 
 
@@ -31,12 +33,25 @@ class ToSequence(nn.Module):
 class Recurrent(nn.Module):
     """A batch-first LSTM or GRU that returns only its output sequence."""
 
-    def __init__(self, kind: str, size: int, hidden: int, layers: int = 1, bidirectional: bool = True,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        kind: str,
+        size: int,
+        hidden: int,
+        layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[kind]
-        self.rnn = rnn(size, hidden, num_layers=layers, bidirectional=bidirectional,
-                       dropout=dropout if layers > 1 else 0.0, batch_first=True)
+        self.rnn = rnn(
+            size,
+            hidden,
+            num_layers=layers,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+            batch_first=True,
+        )
         self.out_features = hidden * (2 if bidirectional else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,11 +8,21 @@ from bench.approaches.layers import Recurrent, SequenceHead
 from bench.approaches.registry import Approach, register
 
 
-def build(num_classes: int, max_len: int, channels: int, height: int, width: int, *,
-          hidden: int, layers: int, dropout: float) -> nn.Module:
+def build(
+    num_classes: int,
+    max_len: int,
+    channels: int,
+    height: int,
+    width: int,
+    *,
+    hidden: int,
+    layers: int,
+    dropout: float,
+) -> nn.Module:
     lstm = Recurrent("lstm", channels * height, hidden, layers=layers, bidirectional=False)
-    return SequenceHead(nn.Identity(), nn.Sequential(lstm, nn.Dropout(dropout),
-                                                     nn.Linear(hidden, num_classes)))
+    return SequenceHead(
+        nn.Identity(), nn.Sequential(lstm, nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+    )
 
 
 def search_space(trial) -> dict:
@@ -25,12 +35,26 @@ def search_space(trial) -> dict:
     }
 
 
-register(Approach(
-    name="lstm-columns", seed="003", codec="ctc",
-    summary="seed 003: 2-layer LSTM(512) over the 160 columns of a 1x60x160 image, CTC",
-    build=build,
-    train=dict(channels=1, height=60, width=160, mean=(0.89099,), std=(0.14788,),
-               optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64, epochs=30),
-    model=dict(hidden=512, layers=2, dropout=0.5),
-    search_space=search_space,
-))
+register(
+    Approach(
+        name="lstm-columns",
+        seed="003",
+        codec="ctc",
+        summary="seed 003: 2-layer LSTM(512) over the 160 columns of a 1x60x160 image, CTC",
+        build=build,
+        train=dict(
+            channels=1,
+            height=60,
+            width=160,
+            mean=(0.89099,),
+            std=(0.14788,),
+            optimizer="sgd",
+            lr=0.01,
+            momentum=0.9,
+            batch_size=64,
+            epochs=30,
+        ),
+        model=dict(hidden=512, layers=2, dropout=0.5),
+        search_space=search_space,
+    )
+)

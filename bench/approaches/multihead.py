@@ -12,23 +12,50 @@ from bench.approaches.registry import Approach, register
 # fastai's fit_one_cycle(60, 3e-3) with its Adam (decoupled weight decay 0.01), batch 8, the
 # augmentation of seed 000 (Rotate 10, Brightness 0.5, Contrast 0.5), label-smoothing CE (0.1)
 SEED_000_TRAINING = dict(
-    channels=3, height=50, width=200, mean=(0.0,), std=(1.0,),
-    optimizer="adamw", lr=3e-3, weight_decay=0.01, batch_size=8, epochs=60,
-    schedule="onecycle", pct_start=0.25, rotate=10.0, brightness=0.5, contrast=0.5,
+    channels=3,
+    height=50,
+    width=200,
+    mean=(0.0,),
+    std=(1.0,),
+    optimizer="adamw",
+    lr=3e-3,
+    weight_decay=0.01,
+    batch_size=8,
+    drop_last=True,
+    epochs=60,
+    schedule="onecycle",
+    pct_start=0.25,
+    rotate=10.0,
+    brightness=0.5,
+    contrast=0.5,
 )
 
 
-def build(num_classes: int, max_len: int, channels: int, height: int, width: int, *,
-          backbone: str, pretrained: bool, dropout: float) -> nn.Module:
+def build(
+    num_classes: int,
+    max_len: int,
+    channels: int,
+    height: int,
+    width: int,
+    *,
+    backbone: str,
+    pretrained: bool,
+    dropout: float,
+) -> nn.Module:
     """timm body + fastai's head: concat pool, BN, dropout, Linear(2F, 512), ReLU, BN, dropout."""
-    body = timm.create_model(backbone, pretrained=pretrained, in_chans=channels, num_classes=0,
-                             global_pool="")
+    body = timm.create_model(
+        backbone, pretrained=pretrained, in_chans=channels, num_classes=0, global_pool=""
+    )
     features = 2 * body.num_features
     head = nn.Sequential(
         SelectAdaptivePool2d(pool_type="catavgmax", flatten=True),
-        nn.BatchNorm1d(features), nn.Dropout(dropout / 2), nn.Linear(features, 512),
+        nn.BatchNorm1d(features),
+        nn.Dropout(dropout / 2),
+        nn.Linear(features, 512),
         nn.ReLU(inplace=True),
-        nn.BatchNorm1d(512), nn.Dropout(dropout), nn.Linear(512, max_len * num_classes),
+        nn.BatchNorm1d(512),
+        nn.Dropout(dropout),
+        nn.Linear(512, max_len * num_classes),
         Positions(max_len),
     )
     return nn.Sequential(body, head)
@@ -44,11 +71,15 @@ def search_space(trial) -> dict:
     }
 
 
-register(Approach(
-    name="multihead", seed="000", codec="ce",
-    summary="timm CNN (resnet34d ~ xresnet34), pooled head emitting L x C, label-smoothing CE",
-    build=build,
-    train={**SEED_000_TRAINING, "label_smoothing": 0.1},
-    model=dict(backbone="resnet34d", pretrained=False, dropout=0.5),
-    search_space=search_space,
-))
+register(
+    Approach(
+        name="multihead",
+        seed="000",
+        codec="ce",
+        summary="timm CNN (resnet34d ~ xresnet34), pooled head emitting L x C, label-smoothing CE",
+        build=build,
+        train={**SEED_000_TRAINING, "label_smoothing": 0.1},
+        model=dict(backbone="resnet34d", pretrained=False, dropout=0.5),
+        search_space=search_space,
+    )
+)

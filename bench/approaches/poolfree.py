@@ -10,15 +10,31 @@ from bench.approaches.multihead import SEED_000_TRAINING
 from bench.approaches.registry import Approach, register
 
 
-def build(num_classes: int, max_len: int, channels: int, height: int, width: int, *,
-          backbone: str, pretrained: bool, dropout: float, hidden: int) -> nn.Module:
+def build(
+    num_classes: int,
+    max_len: int,
+    channels: int,
+    height: int,
+    width: int,
+    *,
+    backbone: str,
+    pretrained: bool,
+    dropout: float,
+    hidden: int,
+) -> nn.Module:
     """Flatten, ReLU, dropout, Linear(C*H*W, hidden), ReLU, BN, dropout, Linear(hidden, L*C)."""
-    body = timm.create_model(backbone, pretrained=pretrained, in_chans=channels, num_classes=0,
-                             global_pool="")
+    body = timm.create_model(
+        backbone, pretrained=pretrained, in_chans=channels, num_classes=0, global_pool=""
+    )
     flat = output_shape(body, channels, height, width)[1:].numel()  # 512 x 2 x 7 = 7168 at 50x200
     head = nn.Sequential(
-        nn.Flatten(), nn.ReLU(), nn.Dropout(dropout), nn.Linear(flat, hidden),
-        nn.ReLU(inplace=True), nn.BatchNorm1d(hidden), nn.Dropout(dropout),
+        nn.Flatten(),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(flat, hidden),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm1d(hidden),
+        nn.Dropout(dropout),
         nn.Linear(hidden, max_len * num_classes),
         Positions(max_len),
     )
@@ -35,11 +51,15 @@ def search_space(trial) -> dict:
     }
 
 
-register(Approach(
-    name="poolfree", seed="000", codec="ce",
-    summary="the multihead body with the global pool removed and a flatten-MLP head",
-    build=build,
-    train={**SEED_000_TRAINING, "label_smoothing": 0.1},
-    model=dict(backbone="resnet34d", pretrained=False, dropout=0.5, hidden=1000),
-    search_space=search_space,
-))
+register(
+    Approach(
+        name="poolfree",
+        seed="000",
+        codec="ce",
+        summary="the multihead body with the global pool removed and a flatten-MLP head",
+        build=build,
+        train={**SEED_000_TRAINING, "label_smoothing": 0.1},
+        model=dict(backbone="resnet34d", pretrained=False, dropout=0.5, hidden=1000),
+        search_space=search_space,
+    )
+)

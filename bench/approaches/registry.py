@@ -45,11 +45,32 @@ class Approach:
                 f"{self.name} has no hyperparameter {', '.join(unknown)}; known: "
                 f"{', '.join(sorted(self.defaults))}"
             )
-        return {**self.defaults, **overrides}
+        defaults = self.defaults
+        return {**defaults, **{k: coerce(k, v, defaults[k]) for k, v in overrides.items()}}
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return self.defaults["channels"], self.defaults["height"], self.defaults["width"]
+
+
+def coerce(key: str, value: Any, default: Any) -> Any:
+    """Give ``value`` the type of ``default`` (``"3e-3"`` -> 0.003); a mismatch names the key."""
+    if default is None or value is None or isinstance(value, type(default)):
+        return value
+    try:
+        if isinstance(default, bool):
+            if str(value).lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return str(value).lower() in ("true", "1", "yes")
+        if isinstance(default, tuple):
+            return tuple(value) if isinstance(value, list | tuple) else (type(default[0])(value),)
+        if isinstance(default, float) and isinstance(value, int):
+            return float(value)
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"hyperparameter {key}={value!r} is not a {type(default).__name__}"
+        ) from None
 
 
 _REGISTRY: dict[str, Approach] = {}
@@ -58,8 +79,8 @@ _REGISTRY: dict[str, Approach] = {}
 def register(approach: Approach) -> Approach:
     if approach.name in _REGISTRY:
         raise ValueError(f"approach {approach.name!r} is registered twice")
-    if bad := (approach.train.keys() - TrainConfig.keys()) | (
-        approach.model.keys() & TrainConfig.keys()
+    if bad := (approach.train.keys() - TrainConfig.field_names()) | (
+        approach.model.keys() & TrainConfig.field_names()
     ):
         raise ValueError(f"{approach.name}: misplaced hyperparameters {sorted(bad)}")
     if approach.codec not in ("ce", "ctc"):
@@ -72,7 +93,9 @@ def get_approach(name: str) -> Approach:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown approach {name!r}; known: {', '.join(list_approaches())}") from None
+        raise KeyError(
+            f"unknown approach {name!r}; known: {', '.join(list_approaches())}"
+        ) from None
 
 
 def list_approaches() -> list[str]:
@@ -85,6 +108,8 @@ def create_model(
     """Build approach ``name``'s model; returns it with the resolved hyperparameters."""
     approach = get_approach(name)
     hp = approach.resolve(overrides)
-    model_hp = {k: v for k, v in hp.items() if k not in TrainConfig.keys()}
-    model = approach.build(num_classes, max_len, hp["channels"], hp["height"], hp["width"], **model_hp)
+    model_hp = {k: v for k, v in hp.items() if k not in TrainConfig.field_names()}
+    model = approach.build(
+        num_classes, max_len, hp["channels"], hp["height"], hp["width"], **model_hp
+    )
     return model, hp

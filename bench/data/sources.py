@@ -114,7 +114,9 @@ def _read_labels_csv(path: Path) -> tuple[list[Path], list[str]]:
 
 # ------------------------------------------------------------------------------------ captcha-v2
 
-CAPTCHA_V2_URL = "https://github.com/AakashKumarNain/CaptchaCracker/raw/master/captcha_images_v2.zip"
+CAPTCHA_V2_URL = (
+    "https://github.com/AakashKumarNain/CaptchaCracker/raw/master/captcha_images_v2.zip"
+)
 CAPTCHA_V2_FOLDER = "captcha_images_v2"
 CAPTCHA_V2_CHARSET = "2345678bcdefgmnpwxy"
 CAPTCHA_V2_LISTING = Path(__file__).with_name("captcha_images_v2.sha256")
@@ -135,7 +137,9 @@ def captcha_v2_source(data_dir: str | Path | None = None, download: bool = True)
     try:
         download_and_extract(CAPTCHA_V2_URL, target)
     except OSError as err:
-        raise DataError(f"download of captcha-v2 failed ({err}). {_captcha_v2_help(searched)}") from err
+        raise DataError(
+            f"download of captcha-v2 failed ({err}). {_captcha_v2_help(searched)}"
+        ) from err
     return _checked_captcha_v2(target / CAPTCHA_V2_FOLDER)
 
 
@@ -151,8 +155,11 @@ def _checked_captcha_v2(folder: Path) -> Source:
     source = folder_source(folder, name="captcha-v2", charset=CAPTCHA_V2_CHARSET)
     known = CAPTCHA_V2_LISTING.read_text().splitlines()
     if source.fingerprint != fingerprint(known):
-        warnings.warn(describe_mismatch(folder, file_listing(source.files), known),
-                      DatasetMismatchWarning, stacklevel=2)
+        warnings.warn(
+            describe_mismatch(folder, file_listing(source.files), known),
+            DatasetMismatchWarning,
+            stacklevel=2,
+        )
     return source
 
 
@@ -201,7 +208,9 @@ def safe_extract(archive: Path, target: Path) -> None:
         for member in members:
             dest = (target / member.filename).resolve()
             if not dest.is_relative_to(target) or member.filename.startswith(("/", "\\")):
-                raise DataError(f"{archive}: member {member.filename!r} would land outside {target}")
+                raise DataError(
+                    f"{archive}: member {member.filename!r} would land outside {target}"
+                )
             if stat.S_ISLNK(member.external_attr >> 16):
                 raise DataError(f"{archive}: member {member.filename!r} is a link")
             if member.is_dir():
@@ -212,7 +221,9 @@ def safe_extract(archive: Path, target: Path) -> None:
                 # copy at most the declared size + 1 byte: a lying header cannot unpack a bomb
                 data = src.read(member.file_size + 1)
                 if len(data) > member.file_size:
-                    raise DataError(f"{archive}: member {member.filename!r} is larger than declared")
+                    raise DataError(
+                        f"{archive}: member {member.filename!r} is larger than declared"
+                    )
                 out.write(data)
 
 
@@ -244,7 +255,9 @@ SYNTHETIC_PRESETS = {
         charset="0123456789abcdefghijklmnopqrstuvwxyz", min_len=4, max_len=7, width=200, height=50
     ),
     # small and quick, for tests and smoke runs
-    "tiny": SyntheticSpec(charset="0123456789", min_len=3, max_len=3, width=100, height=32, count=400),
+    "tiny": SyntheticSpec(
+        charset="0123456789", min_len=3, max_len=3, width=96, height=32, count=400
+    ),
 }
 
 
@@ -264,7 +277,9 @@ def parse_synthetic(spec: str) -> SyntheticSpec:
         if key == "length":
             overrides["min_len"] = overrides["max_len"] = int(value)
         elif key not in fields:
-            raise DataError(f"unknown synthetic parameter {key!r}; known: length, {', '.join(fields)}")
+            raise DataError(
+                f"unknown synthetic parameter {key!r}; known: length, {', '.join(fields)}"
+            )
         elif fields[key] is bool:
             overrides[key] = value.lower() in ("1", "true", "yes")
         else:
@@ -273,8 +288,10 @@ def parse_synthetic(spec: str) -> SyntheticSpec:
     if not 1 <= result.min_len <= result.max_len:
         raise DataError(f"synthetic lengths must satisfy 1 <= min_len <= max_len, got {spec!r}")
     if result.unique and result.count > _label_space(result):
-        raise DataError(f"synthetic {spec!r}: {result.count} unique labels asked, only "
-                        f"{_label_space(result)} exist")
+        raise DataError(
+            f"synthetic {spec!r}: {result.count} unique labels asked, only "
+            f"{_label_space(result)} exist"
+        )
     return result
 
 
@@ -303,7 +320,6 @@ def synthetic_labels(spec: SyntheticSpec) -> list[str]:
 
 def synthetic_source(spec: SyntheticSpec | str, name: str | None = None) -> Source:
     """Render (once; cached under the cache folder) and return a synthetic dataset."""
-    from captcha.image import ImageCaptcha
 
     spec = parse_synthetic(spec) if isinstance(spec, str) else spec
     folder = cache_dir() / "synthetic" / spec.key()
@@ -319,7 +335,9 @@ def _render(spec: SyntheticSpec, folder: Path) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".render-"))
     labels = synthetic_labels(spec)
-    generator = ImageCaptcha(width=spec.width, height=spec.height)
+    # ImageCaptcha's font sizes suit its 60-pixel default height; scale them to keep text in frame
+    fonts = tuple(round(size * spec.height / 60) for size in (42, 50, 56))
+    generator = ImageCaptcha(width=spec.width, height=spec.height, font_sizes=fonts)
     state = random.getstate()  # ImageCaptcha draws from the global generator
     try:
         for i, label in enumerate(tqdm(labels, desc="render synthetic", leave=False)):

@@ -124,5 +124,7 @@ def make_split(
 
 def split_digest(files: list[str], split: Split) -> str:
     """A short hash of which files are in which part, to show two runs used the same split."""
-    text = "|".join(",".join(files[i] for i in part.tolist()) for part in (split.train, split.val, split.test))
+    text = "|".join(
+        ",".join(files[i] for i in part.tolist()) for part in (split.train, split.val, split.test)
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]

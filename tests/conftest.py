@@ -1,0 +1,43 @@
+"""Shared fixtures: a private cache folder per test session, and small image folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bench_cache(tmp_path_factory) -> Path:
+    """Every test session renders and decodes into its own cache, never the user's."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture
+def captcha_v2_root() -> Path:
+    """The seeds' dataset through BENCH_DATA_DIR (CI points it at ../shared/datasets)."""
+    env = os.environ.get("BENCH_DATA_DIR")
+    folder = Path(env) / "captcha_images_v2" if env else None
+    if folder is None or not folder.is_dir():
+        pytest.skip(
+            "captcha-v2 is not available: set BENCH_DATA_DIR to a folder holding captcha_images_v2/"
+        )
+    return folder
+
+
+def write_images(folder: Path, labels: list[str], size: tuple[int, int] = (40, 16)) -> list[Path]:
+    """PNG files named <label>.png with random pixels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for label in labels:
+        path = folder / f"{label}.png"
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths

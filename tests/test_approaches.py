@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from bench.approaches import create_model, get_approach, list_approaches
+from bench.approaches.registry import Approach, register
+
+SEED_APPROACHES = {
+    "multihead": ("000", "ce", (3, 50, 200)),
+    "poolfree": ("000", "ce", (3, 50, 200)),
+    "crnn-resnet": ("000", "ctc", (3, 50, 200)),
+    "crnn": ("001", "ctc", (1, 32, 100)),
+    "crnn-modified": ("001", "ctc", (1, 32, 176)),
+    "ce-crnn": ("001", "ce", (1, 32, 128)),
+    "crnn-gru": ("002", "ctc", (3, 75, 300)),
+    "lstm-columns": ("003", "ctc", (1, 60, 160)),
+}
+# output steps at the default input for 5-character labels, as the seeds report them
+SEED_STEPS = {
+    "multihead": 5,
+    "poolfree": 5,
+    "ce-crnn": 5,
+    "crnn-resnet": 13,
+    "crnn": 24,
+    "crnn-modified": 10,
+    "crnn-gru": 75,
+    "lstm-columns": 160,
+}
+
+
+def test_registry_lists_every_seed_approach():
+    assert set(list_approaches()) == set(SEED_APPROACHES)
+    for name, (seed, codec, shape) in SEED_APPROACHES.items():
+        approach = get_approach(name)
+        assert (approach.seed, approach.codec, approach.input_shape) == (seed, codec, shape)
+
+
+@pytest.mark.parametrize("name", list(SEED_APPROACHES))
+def test_output_shape_at_default_input(name):
+    model, hp = create_model(name, num_classes=20, max_len=5)
+    x = torch.rand(2, hp["channels"], hp["height"], hp["width"])
+    assert model.eval()(x).shape == (2, SEED_STEPS[name], 20)
+
+
+@pytest.mark.parametrize("name", list(SEED_APPROACHES))
+def test_longer_labels_get_enough_steps(name):
+    """7-character labels over 37 classes: CE heads emit 7 positions, CTC heads at least 7 steps
+    (the trainer warns below 2L+1, where a label of repeated characters cannot be aligned)."""
+    model, hp = create_model(name, num_classes=37, max_len=7)
+    out = model.eval()(torch.rand(2, hp["channels"], hp["height"], hp["width"]))
+    if get_approach(name).codec == "ce":
+        assert out.shape == (2, 7, 37)
+    else:
+        assert out.shape[0] == 2 and out.shape[2] == 37 and out.shape[1] >= 7
+
+
+def test_crnn_resnet_is_cut_at_stride_16_like_seed_000():
+    model, _ = create_model("crnn-resnet", num_classes=20, max_len=5)
+    assert model.features(torch.rand(1, 3, 50, 200)).shape == (1, 256, 4, 13)
+
+
+def test_poolfree_head_reads_the_whole_feature_map():
+    model, _ = create_model("poolfree", num_classes=20, max_len=5)
+    first_linear = next(m for m in model[1] if isinstance(m, torch.nn.Linear))
+    assert first_linear.in_features == 7168  # 512 x 2 x 7, as in seed 000
+
+
+def test_any_timm_backbone_and_pretrained_is_off_by_default():
+    assert get_approach("multihead").defaults["pretrained"] is False
+    model, hp = create_model("multihead", num_classes=11, max_len=4, backbone="resnet18")
+    assert hp["backbone"] == "resnet18"
+    assert model.eval()(torch.rand(1, 3, 50, 200)).shape == (1, 4, 11)
+
+
+def test_overrides_are_checked_and_typed():
+    approach = get_approach("crnn")
+    assert approach.resolve({"lr": "3e-3", "batch_size": "16"})["lr"] == pytest.approx(0.003)
+    assert approach.resolve({"batch_size": "16"})["batch_size"] == 16
+    with pytest.raises(KeyError, match="no hyperparameter lr_max"):
+        approach.resolve({"lr_max": 1})
+    with pytest.raises(ValueError, match="batch_size='big' is not a int"):
+        approach.resolve({"batch_size": "big"})
+
+
+def test_search_space_only_suggests_known_hyperparameters():
+    optuna = pytest.importorskip("optuna")
+    for name in list_approaches():
+        approach = get_approach(name)
+        params = approach.search_space(optuna.create_study().ask())
+        assert params and set(params) <= set(approach.defaults), name
+        approach.resolve(params)
+
+
+def test_registering_twice_or_misplacing_keys_is_refused():
+    existing = get_approach("crnn")
+    with pytest.raises(ValueError, match="registered twice"):
+        register(existing)
+    bad = Approach(
+        name="bad",
+        seed="x",
+        codec="ctc",
+        summary="",
+        build=existing.build,
+        train={"hidden": 3},
+        model={},
+        search_space=existing.search_space,
+    )
+    with pytest.raises(ValueError, match="misplaced"):
+        register(bad)

@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.approaches import list_approaches
+from bench.cli import main, parse_assignments
+
+
+def test_help_runs_as_a_module():
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for command in ("list", "train", "compare"):
+        assert command in out
+
+
+def test_list_shows_every_approach_with_its_seed_and_codec(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in list_approaches():
+        assert name in out
+    line = next(row for row in out.splitlines() if row.startswith("crnn-resnet "))
+    assert "000" in line and "ctc" in line and "3x50x200" in line
+
+
+def test_train_prints_metrics_and_writes_a_result(tmp_path, capsys):
+    out_file = tmp_path / "result.json"
+    code = main(
+        [
+            "train",
+            "--approach",
+            "lstm-columns",
+            "--dataset",
+            "synthetic:tiny,count=120",
+            "--epochs",
+            "1",
+            "--set",
+            "height=32",
+            "--set",
+            "width=96",
+            "--set",
+            "hidden=16",
+            "--quiet",
+            "--output",
+            str(out_file),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test_seq_acc" in out and "test_cer" in out and "flops" in out
+    record = json.loads(out_file.read_text())
+    assert record["approach"] == "lstm-columns" and record["hparams"]["hidden"] == 16
+    assert len(record["history"]) == 1 and record["data"]["n_test"] == 24
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--approach", "nope"], "unknown approach 'nope'"),
+        (["train", "--approach", "crnn", "--dataset", "folder:/does/not/exist"], "not a folder"),
+        (
+            [
+                "train",
+                "--approach",
+                "crnn",
+                "--dataset",
+                "synthetic:tiny,count=50",
+                "--set",
+                "nope=1",
+            ],
+            "crnn has no hyperparameter nope",
+        ),
+        (
+            ["train", "--approach", "crnn", "--dataset", "synthetic:tiny,count=50", "--set", "lr"],
+            "--set expects key=value",
+        ),
+    ],
+)
+def test_user_errors_are_one_line_messages(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_assignments_are_read_as_yaml():
+    assert parse_assignments(["a=1", "b=0.5", "c=true", "d=[1, 2]", "e=adam"]) == {
+        "a": 1,
+        "b": 0.5,
+        "c": True,
+        "d": [1, 2],
+        "e": "adam",
+    }

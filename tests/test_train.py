@@ -1,0 +1,147 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bench.approaches import get_approach
+from bench.approaches.registry import Approach
+from bench.codecs import LabelError
+from bench.data import load_dataset
+from bench.train import NonFiniteLossError, train
+
+TINY = "synthetic:tiny,count=120"
+# a small, quick configuration of seed 003's column LSTM on 32x96 images
+FAST = {
+    "height": 32,
+    "width": 96,
+    "hidden": 32,
+    "epochs": 3,
+    "batch_size": 32,
+    "optimizer": "adam",
+    "lr": 3e-3,
+}
+
+
+def test_result_holds_history_metrics_and_costs():
+    result = train("lstm-columns", load_dataset(TINY), FAST, progress=False)
+    assert len(result.history) == 3
+    assert set(result.history[0]) == {
+        "train_loss",
+        "val_loss",
+        "val_seq_acc",
+        "val_char_acc",
+        "val_cer",
+        "lr",
+        "epoch_seconds",
+        "img_per_s",
+    }
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    assert set(result.test) == {"loss", "seq_acc", "char_acc", "cer"}
+    assert result.params == sum(p.numel() for p in result.model.parameters())
+    assert result.flops > 0 and result.train_seconds > 0 and result.img_per_s > 0
+    assert len(result.test_predictions) == result.data["n_test"] == 24
+    assert result.data["split_digest"] and result.device == "cpu"
+    row = result.test_predictions[0]
+    assert set(row) == {"file", "label", "prediction", "correct", "cer"}
+
+
+def test_same_seed_same_result_and_other_seed_differs():
+    a = train("lstm-columns", load_dataset(TINY), {**FAST, "epochs": 1}, seed=1, progress=False)
+    b = train("lstm-columns", load_dataset(TINY), {**FAST, "epochs": 1}, seed=1, progress=False)
+    c = train("lstm-columns", load_dataset(TINY), {**FAST, "epochs": 1}, seed=2, progress=False)
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    assert a.history[0]["train_loss"] != c.history[0]["train_loss"]
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+    dataset = load_dataset(TINY)
+    full = train("lstm-columns", dataset, FAST, progress=False)
+
+    def interrupt(epoch, stats):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            "lstm-columns",
+            dataset,
+            FAST,
+            callbacks=[interrupt],
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    epochs_run = []
+    resumed = train(
+        "lstm-columns",
+        dataset,
+        FAST,
+        checkpoint_dir=tmp_path,
+        progress=False,
+        callbacks=[lambda epoch, stats: epochs_run.append(epoch)],
+    )
+    assert epochs_run == [2]  # epochs 0 and 1 came from the checkpoint
+    for mine, theirs in zip(resumed.history, full.history, strict=True):
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+        assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5)
+    assert resumed.test["loss"] == pytest.approx(full.test["loss"], rel=1e-5)
+
+
+class NaNModel(nn.Module):
+    def __init__(self, num_classes: int, *args, **kwargs):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.num_classes = num_classes
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 20, self.num_classes), math.nan) * self.scale
+
+
+def test_nan_loss_stops_training_with_a_clear_error():
+    base = get_approach("lstm-columns")
+    nan = Approach(
+        name="nan",
+        seed="test",
+        codec="ctc",
+        summary="",
+        build=NaNModel,
+        train=dict(base.train, height=32, width=96, epochs=2),
+        model={},
+        search_space=base.search_space,
+    )
+    with pytest.raises(NonFiniteLossError, match="nan: training loss is nan in epoch 1"):
+        train(nan, load_dataset(TINY), progress=False)
+
+
+def test_label_longer_than_the_head_is_named():
+    with pytest.raises(LabelError, match="has 3 characters; this ce head reads 1 to 2"):
+        train("ce-crnn", load_dataset(TINY), {"max_len": 2, "epochs": 1}, progress=False)
+
+
+def test_too_few_ctc_steps_for_the_labels_is_an_error():
+    with pytest.raises(ValueError, match="emits 2 steps, fewer than the longest label"):
+        train("lstm-columns", load_dataset(TINY), {**FAST, "width": 2}, progress=False)
+
+
+def test_short_training_learns_a_small_synthetic_set():
+    """A real training: a small timm body in the multihead approach reads 3-character captchas."""
+    dataset = load_dataset("synthetic:tiny,charset=0123,count=2000")
+    result = train(
+        "multihead",
+        dataset,
+        {
+            "backbone": "test_resnet",
+            "height": 32,
+            "width": 96,
+            "epochs": 12,
+            "batch_size": 32,
+            "lr": 5e-3,
+            "dropout": 0.1,
+            "rotate": 0.0,
+            "brightness": 0.0,
+            "contrast": 0.0,
+        },
+        progress=False,
+    )
+    assert result.test["seq_acc"] > 0.9, result.history
+    assert result.test["cer"] < 0.05
