@@ -273,3 +273,27 @@ def test_safe_extract_bounds_the_unpacked_size(tmp_path, monkeypatch):
 def test_unknown_dataset_name(tmp_path):
     with pytest.raises(DataError, match="unknown dataset 'mnist'"):
         load_dataset("mnist")
+
+
+def test_missing_captcha_v2_is_downloaded_extracted_and_cached(tmp_path, monkeypatch):
+    """The download path end to end, from a local URL: nothing leaves this machine."""
+    import bench.data.sources as sources
+
+    folder = tmp_path / "zip-src" / "captcha_images_v2"
+    write_images(folder, ["abcde", "bcdef"])
+    archive = tmp_path / "captcha_images_v2.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.iterdir()):
+            zf.write(path, f"captcha_images_v2/{path.name}")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(cache))
+    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
+    monkeypatch.setattr(sources, "CAPTCHA_V2_URL", archive.as_uri())
+    monkeypatch.setattr(sources, "CAPTCHA_V2_CHARSET", "abcdef")
+    with pytest.warns(DatasetMismatchWarning, match="1040 missing"):
+        source = captcha_v2_source()
+    assert source.labels == ["abcde", "bcdef"]
+    assert (cache / "captcha_images_v2" / "abcde.png").is_file()
+    archive.unlink()  # the second use reads the cache
+    with pytest.warns(DatasetMismatchWarning):
+        assert captcha_v2_source().labels == ["abcde", "bcdef"]
