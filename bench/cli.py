@@ -14,7 +14,7 @@ from bench.approaches import get_approach, list_approaches
 from bench.codecs import LabelError
 from bench.config import cache_dir
 from bench.data import DataError, load_dataset
-from bench.train import NonFiniteLossError, train
+from bench.train import NonFiniteLossError
 
 # errors caused by what the user asked for: printed as one line, not a traceback
 USER_ERRORS = (DataError, LabelError, KeyError, ValueError, NonFiniteLossError)
@@ -65,20 +65,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     dataset = load_dataset(
         args.dataset, data_dir=args.data_dir, split_seed=args.split_seed, skip_bad=args.skip_bad
     )
-    result = train(
+    from bench.tracking import train_tracked
+
+    result, run_id = train_tracked(
         args.approach,
         dataset,
         overrides,
         seed=args.seed,
         device=args.device,
+        experiment=args.experiment,
+        suite=args.suite,
         checkpoint_dir=None if args.no_resume else cache_dir() / "checkpoints",
+        log_model=not args.no_model,
         progress=not args.quiet,
     )
     for name, reason in dataset.store(
         result.hparams["channels"], result.hparams["height"], result.hparams["width"]
     ).skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
-    summary = result.summary()
+    summary = {**result.summary(), "mlflow_run": run_id}
     width = max(map(len, summary))
     for key, value in summary.items():
         shown = f"{value:.4f}" if isinstance(value, float) and key.startswith("test_") else value
@@ -104,6 +109,44 @@ def cmd_compare(args: argparse.Namespace) -> None:
                 name, dataset, overrides, seed, args.device, args.out, progress=not args.quiet
             )
     print(write_table(args.out).to_string(index=False))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from bench.recognizer import load_recognizer, read_images
+
+    model, meta = load_recognizer(args.model)
+    for path, text in zip(args.images, read_images(model, meta, args.images), strict=True):
+        print(f"{path}\t{text}")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from bench.tune import TuneConfig, storage_url, study_report, tune
+
+    overrides = parse_assignments(args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    get_approach(args.approach).resolve(overrides)
+    load_dataset(args.dataset, data_dir=args.data_dir)  # a missing dataset stops before any trial
+    cfg = TuneConfig(
+        approach=args.approach,
+        dataset=args.dataset,
+        trials=args.trials,
+        storage=storage_url(args.storage),
+        study=args.study or "",
+        suite=args.suite,
+        timeout=args.timeout,
+        pruner=args.pruner,
+        sampler=args.sampler,
+        overrides=overrides,
+        seed=args.seed,
+        device=args.device,
+        data_dir=str(args.data_dir) if args.data_dir else None,
+        experiment=args.experiment,
+        progress=not args.quiet,
+    )
+    report = study_report(tune(cfg, workers=args.workers))
+    for key, value in report.items():
+        print(f"{key:12}  {value}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-resume", action="store_true", help="do not save or resume from per-epoch checkpoints"
     )
     p.add_argument("--output", type=Path, help="write the result (metrics, history) as JSON")
+    p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
+    p.add_argument("--suite", default="", help="suite tag of the MLflow run")
+    p.add_argument("--no-model", action="store_true", help="do not log the trained model")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -184,6 +230,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("reports/latest"), help="output folder")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "tune",
+        help="an Optuna study of one approach's search space",
+        description="Tune an approach on the validation split (the test split is "
+        "never used). Re-running the same command resumes the study "
+        "until --trials trials have finished.",
+    )
+    p.add_argument("--approach", required=True, help=f"one of: {', '.join(list_approaches())}")
+    p.add_argument("--dataset", default="captcha-v2")
+    p.add_argument("--trials", type=int, required=True, help="trials to finish in the study")
+    p.add_argument(
+        "--storage",
+        help="SQLAlchemy URL or journal file (default: "
+        "$BENCH_OPTUNA_STORAGE, else sqlite:///optuna.db)",
+    )
+    p.add_argument("--study", help="study name (default: SUITE/DATASET/APPROACH)")
+    p.add_argument("--suite", default="", help="suite name, part of the default study name")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
+    p.add_argument("--workers", type=int, default=1, help="processes working on the study")
+    p.add_argument("--epochs", type=int, help="epochs of every trial (default: the approach's)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a hyperparameter for every trial",
+    )
+    p.add_argument("--seed", type=int, default=0, help="training seed of the trials")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser(
+        "predict",
+        help="read images with a logged model",
+        description="Load a model logged by train (an MLflow run id, a runs:/ or "
+        "models:/ URI, or a local model folder) and print what it reads.",
+    )
+    p.add_argument("--model", required=True, help="MLflow run id, model URI or folder")
+    p.add_argument("images", nargs="+", type=Path, help="image files")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

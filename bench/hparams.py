@@ -52,5 +52,15 @@ class TrainConfig:
                 values[key] = tuple(float(v) for v in values[key])
         return cls(**values)
 
+    def codec_options(self, kind: str) -> dict[str, Any]:
+        """The options of codec ``kind`` (``"ce"`` or ``"ctc"``) that these settings choose."""
+        if kind == "ce":
+            return {"label_smoothing": self.label_smoothing}
+        return {
+            "decoder": self.decoder,
+            "beam_width": self.beam_width,
+            "emission_threshold": self.emission_threshold,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from difflib import SequenceMatcher
 
 from torchmetrics.functional.text import char_error_rate
 
@@ -33,3 +35,19 @@ def summarize(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, fl
         "char_acc": char_accuracy(predictions, labels),
         "cer": cer(predictions, labels),
     }
+
+
+GAP = "∅"  # a character missing from the label or the prediction
+
+
+def confusion_pairs(predictions: Sequence[str], labels: Sequence[str]) -> Counter[tuple[str, str]]:
+    """Counts of (true character, read character), aligned by difflib's matching blocks;
+    insertions and deletions pair with :data:`GAP`."""
+    pairs: Counter[tuple[str, str]] = Counter()
+    for pred, label in zip(predictions, labels, strict=True):
+        matcher = SequenceMatcher(None, label, pred, autojunk=False)
+        for _, i1, i2, j1, j2 in matcher.get_opcodes():
+            true, read = label[i1:i2], pred[j1:j2]
+            width = max(len(true), len(read))
+            pairs.update(zip(true.ljust(width, GAP), read.ljust(width, GAP), strict=True))
+    return pairs

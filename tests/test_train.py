@@ -145,3 +145,18 @@ def test_short_training_learns_a_small_synthetic_set():
     )
     assert result.test["seq_acc"] > 0.9, result.history
     assert result.test["cer"] < 0.05
+
+
+def test_flops_include_the_recurrent_layers():
+    """FlopCounterMode misses oneDNN's fused LSTM; the count must match the analytic figure."""
+    from bench.train import count_flops
+
+    lstm = nn.LSTM(60, 32, num_layers=2, bidirectional=True, batch_first=True)
+
+    class Columns(nn.Module):
+        def forward(self, x):
+            return lstm(x.flatten(1, 2).transpose(1, 2))[0]
+
+    steps, hidden = 5, 32
+    per_step = 4 * 2 * ((60 * hidden + hidden**2) + (64 * hidden + hidden**2))  # 4 gates, mul+add
+    assert count_flops(Columns(), 1, 60, steps) == (2 * steps * per_step, steps)

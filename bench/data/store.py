@@ -44,7 +44,7 @@ def decode_image(path: Path, channels: int, height: int, width: int) -> np.ndarr
             img = img.convert(MODES[channels])
             if img.size != (width, height):
                 img = img.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
+            array = np.array(img, dtype=np.uint8)
     except UnidentifiedImageError as err:
         raise DataError(f"{path}: not an image ({err})") from err
     except (OSError, SyntaxError, ValueError) as err:

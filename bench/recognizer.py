@@ -1,0 +1,79 @@
+"""A trained model packaged for use: uint8 images in, strings out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.codecs import Codec, make_codec
+from bench.data.store import decode_image
+from bench.hparams import TrainConfig
+
+
+class Recognizer(nn.Module):
+    """Wraps a model with its normalisation: ``uint8 (N, C, H, W)`` -> logits ``(N, T, K)``."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.mean.device, torch.float32) / 255
+        return self.model((x - self.mean) / self.std)
+
+
+def recognizer_metadata(
+    approach: str, codec_kind: str, charset: str, max_len: int, hp: dict[str, Any]
+) -> dict[str, Any]:
+    """What :func:`read_images` needs besides the weights (logged as ``bench.json``)."""
+    return {
+        "approach": approach,
+        "codec": codec_kind,
+        "charset": charset,
+        "max_len": max_len,
+        "hparams": hp,
+    }
+
+
+def codec_from_metadata(meta: dict[str, Any]) -> Codec:
+    options = TrainConfig.from_hparams(meta["hparams"]).codec_options(meta["codec"])
+    return make_codec(meta["codec"], meta["charset"], meta["max_len"], **options)
+
+
+def load_recognizer(model: str) -> tuple[nn.Module, dict[str, Any]]:
+    """A model logged by ``train``: an MLflow run id, a model URI (``runs:/``, ``models:/``) or a
+    local model folder. The decoding settings travel in the model's own metadata."""
+    import mlflow
+    import mlflow.pytorch
+
+    from bench.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    is_run_id = ":" not in model and not Path(model).exists()
+    uri = f"runs:/{model}/model" if is_run_id else model
+    try:
+        meta = mlflow.models.get_model_info(uri).metadata
+    except mlflow.exceptions.MlflowException as err:
+        raise ValueError(f"no model at {uri}: {err.message}") from None
+    if not meta or "charset" not in meta:
+        raise ValueError(f"{uri} was not logged by captcha-bench (no decoding metadata)")
+    return mlflow.pytorch.load_model(uri, map_location="cpu"), meta
+
+
+@torch.no_grad()
+def read_images(model: nn.Module, meta: dict[str, Any], paths: Sequence[Path]) -> list[str]:
+    """Decode image files as the model was trained (size, channels) and read them."""
+    cfg = TrainConfig.from_hparams(meta["hparams"])
+    images = torch.stack(
+        [
+            torch.from_numpy(decode_image(Path(p), cfg.channels, cfg.height, cfg.width))
+            for p in paths
+        ]
+    )
+    return codec_from_metadata(meta).decode(model.eval()(images).float())

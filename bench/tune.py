@@ -1,0 +1,392 @@
+"""Everything Optuna: one study per (suite, dataset, approach), each trial a nested MLflow run.
+
+A study is tuned until ``trials`` trials have *finished*: completed, pruned, or failed with an
+error. A trial stopped by Ctrl-C is re-queued with the same parameters; one whose worker died is
+found by Optuna's heartbeat and re-queued (RDB storage). Re-running the same command therefore
+resumes the study, and any number of worker processes can share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import multiprocessing
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from bench.approaches import get_approach
+from bench.data import load_dataset
+from bench.tracking import EpochLogger, log_params, log_result, mlflow_run, use_experiment
+from bench.train import NonFiniteLossError, train
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+OBJECTIVE = "val_seq_acc"
+HEARTBEAT_S, GRACE_S = 10, 30
+POLL_S = 2.0
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def storage_url(url: str | None = None) -> str:
+    """``url``, else ``$BENCH_OPTUNA_STORAGE``, else a SQLite file in the working folder."""
+    return url or os.environ.get("BENCH_OPTUNA_STORAGE") or DEFAULT_STORAGE
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An SQLAlchemy URL (RDB storage, with heartbeats) or a journal file (``*.log``)."""
+    if url.startswith("journal:") or url.endswith((".log", ".jsonl")):
+        path = url.removeprefix("journal:")
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    return optuna.storages.RDBStorage(
+        url,
+        heartbeat_interval=HEARTBEAT_S,
+        grace_period=GRACE_S,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+    )
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    pruners = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=2),
+        "none": optuna.pruners.NopPruner,
+    }
+    if name not in pruners:
+        raise ValueError(f"unknown pruner {name!r}; use {', '.join(pruners)}")
+    return pruners[name]()
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+    if name not in samplers:
+        raise ValueError(f"unknown sampler {name!r}; use {', '.join(samplers)}")
+    return samplers[name](seed=seed)
+
+
+def default_study_name(suite: str, dataset: str, approach: str) -> str:
+    return f"{suite or 'default'}/{dataset}/{approach}"
+
+
+@dataclass
+class TuneConfig:
+    """Everything a worker needs; plain values, so worker processes can receive it."""
+
+    approach: str
+    dataset: str
+    trials: int
+    storage: str = DEFAULT_STORAGE
+    study: str = ""
+    suite: str = ""
+    timeout: float | None = None
+    pruner: str = "median"
+    sampler: str = "tpe"
+    overrides: dict[str, Any] = field(default_factory=dict)  # fixed for every trial (epochs...)
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str | None = None
+    split_seed: int = 0
+    experiment: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.study = self.study or default_study_name(self.suite, self.dataset, self.approach)
+
+
+class FixedKeys:
+    """A trial whose ``suggest_*`` calls return the fixed value for fixed keys (not recorded as
+    searched parameters) and ask the real trial for the others."""
+
+    def __init__(self, trial: optuna.Trial, fixed: dict[str, Any]):
+        self._trial, self._fixed = trial, fixed
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._trial, name)
+        if not name.startswith("suggest_"):
+            return attr
+        return lambda key, *args, **kwargs: (
+            self._fixed[key] if key in self._fixed else attr(key, *args, **kwargs)
+        )
+
+
+def counted(trial: optuna.trial.FrozenTrial) -> bool:
+    """Finished trials that count towards the budget (an interrupted or dead one does not)."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and "error" in trial.user_attrs
+    )
+
+
+def trial_counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {
+        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "failed": sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials),
+        "running": sum(t.state == TrialState.RUNNING for t in trials),
+    }
+
+
+class StorageLock:
+    """Serialises "count, then start a trial" between processes sharing a SQLite or journal file,
+    so that exactly ``trials`` trials start. ``release`` may be called more than once.
+    (Other databases: see issue 7's claim mechanism.)"""
+
+    def __init__(self, url: str):
+        match = re.match(r"sqlite:///(.+)", url) or re.match(
+            r"(?:journal:)?(.+\.(?:log|jsonl))$", url
+        )
+        self.path = Path(match.group(1)).with_suffix(".bench-lock") if match else None
+        self._handle = None
+
+    def acquire(self) -> StorageLock:
+        if self.path is not None and self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("w")
+            fcntl.flock(self._handle, fcntl.LOCK_EX)
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> StorageLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def create_study(cfg: TuneConfig, worker: int = 0) -> optuna.Study:
+    return optuna.create_study(
+        study_name=cfg.study,
+        storage=open_storage(cfg.storage),
+        direction="maximize",
+        sampler=make_sampler(cfg.sampler, cfg.seed + worker),
+        pruner=make_pruner(cfg.pruner),
+        load_if_exists=True,
+    )
+
+
+def parent_run(cfg: TuneConfig) -> str:
+    """The study's MLflow run (found by tag, created once); trials nest under it."""
+    experiment_id = use_experiment(cfg.experiment or cfg.dataset)
+    client = mlflow.MlflowClient()
+    found = client.search_runs(
+        [experiment_id],
+        f"tags.optuna_study = '{cfg.study}'",
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=f"tune {cfg.approach}",
+        tags={
+            "optuna_study": cfg.study,
+            "approach": cfg.approach,
+            "dataset": cfg.dataset,
+            "suite": cfg.suite,
+            "kind": "study",
+        },
+    )
+    client.log_batch(
+        run.info.run_id,
+        params=[
+            mlflow.entities.Param(k, str(v))
+            for k, v in {
+                "approach": cfg.approach,
+                "dataset": cfg.dataset,
+                "trials": cfg.trials,
+                "pruner": cfg.pruner,
+                "sampler": cfg.sampler,
+                "study": cfg.study,
+                "storage": re.sub(r"//[^@/]*@", "//***@", cfg.storage),
+                **{f"fixed.{k}": v for k, v in cfg.overrides.items()},
+            }.items()
+        ],
+    )
+    return run.info.run_id
+
+
+def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
+    """Best value and parameters (as tags: they change while a study goes on) and the counts."""
+    client = mlflow.MlflowClient()
+    counts = trial_counts(study)
+    metrics = {f"n_{k}": v for k, v in counts.items() if k != "running"}
+    best = None
+    with contextlib.suppress(ValueError):  # no completed trial yet
+        best = study.best_trial
+    if best is not None:
+        metrics["best_value"] = best.value
+        client.set_tag(run_id, "best_trial", best.number)
+        for key, value in best.params.items():
+            client.set_tag(run_id, f"best.{key}", value)
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    client.set_terminated(run_id, status)
+
+
+def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str) -> float:
+    """One trial: suggested hyperparameters, a nested MLflow run, pruning on validation accuracy.
+
+    Returns the last epoch's validation sequence accuracy; raises ``TrialPruned`` (a pruned or
+    non-finite run) or the trial's error (Optuna records it as failed; the study goes on).
+    """
+    approach = get_approach(cfg.approach)
+    dataset = load_dataset(cfg.dataset, data_dir=cfg.data_dir, split_seed=cfg.split_seed)
+    overrides = {**approach.search_space(FixedKeys(trial, cfg.overrides)), **cfg.overrides}
+    hp = approach.resolve(overrides)
+
+    def report(epoch: int, stats: dict[str, float]) -> None:
+        trial.report(stats[OBJECTIVE], step=epoch + 1)
+        if trial.should_prune():
+            raise optuna.TrialPruned(
+                f"pruned at epoch {epoch + 1}: {OBJECTIVE} {stats[OBJECTIVE]:.4f}"
+            )
+
+    tags = {
+        "approach": cfg.approach,
+        "dataset": cfg.dataset,
+        "suite": cfg.suite,
+        "seed": cfg.seed,
+        "trial": trial.number,
+        "optuna_study": cfg.study,
+    }
+    run_id = None
+
+    def mark(state: str, **attrs: Any) -> None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if run_id is not None:
+            mlflow.MlflowClient().set_tag(run_id, "trial_state", state)
+
+    try:
+        with mlflow_run(
+            cfg.experiment or cfg.dataset,
+            f"trial {trial.number}",
+            tags,
+            parent,
+            finished_on=(optuna.TrialPruned, NonFiniteLossError),
+        ) as run:
+            run_id = run.info.run_id
+            store = dataset.store(hp["channels"], hp["height"], hp["width"])
+            log_params(cfg.approach, hp, dataset.describe(store), cfg.seed, cfg.device)
+            logger = EpochLogger()
+            result = train(
+                approach,
+                dataset,
+                overrides,
+                seed=cfg.seed,
+                device=cfg.device,
+                callbacks=(logger, report),
+                progress=False,
+            )
+            log_result(result, dataset, logger, log_model=False)
+    except (optuna.TrialPruned, NonFiniteLossError) as err:
+        mark("pruned", prune_reason=str(err))
+        raise optuna.TrialPruned(str(err)) from None
+    except KeyboardInterrupt:
+        mark("interrupted", interrupted=True)
+        trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        raise
+    except Exception as err:
+        mark("failed", error=f"{type(err).__name__}: {err}"[:2000])
+        raise
+    mark("complete")
+    return result.history[-1][OBJECTIVE]
+
+
+def work(cfg: TuneConfig, worker: int = 0) -> None:
+    """A worker: take trials until the budget is used up (or the timeout passes)."""
+    study = create_study(cfg, worker)
+    with StorageLock(cfg.storage):
+        parent = parent_run(cfg)
+    started = time.monotonic()
+    bar = tqdm(
+        total=cfg.trials,
+        desc=f"tune {cfg.approach}",
+        unit="trial",
+        disable=not cfg.progress or worker > 0,
+    )
+    status = "FINISHED"
+    try:
+        while cfg.timeout is None or time.monotonic() - started < cfg.timeout:
+            lock = StorageLock(cfg.storage).acquire()
+            try:
+                if isinstance(study._storage, optuna.storages.RDBStorage):
+                    optuna.storages.fail_stale_trials(study)
+                trials = study.get_trials(deepcopy=False)
+                done = sum(map(counted, trials))
+                bar.n = min(done, cfg.trials)
+                bar.refresh()
+                if done >= cfg.trials:
+                    break
+                if done + sum(t.state == TrialState.RUNNING for t in trials) >= cfg.trials:
+                    lock.release()
+                    time.sleep(POLL_S)  # others run the last trials; wait for them or their failure
+                    continue
+
+                def run(trial: optuna.Trial, lock: StorageLock = lock) -> float:
+                    lock.release()  # the trial exists: others may count it now
+                    return objective(cfg, trial, parent)
+
+                # optimize (not ask/tell) keeps the heartbeat that finds trials of dead workers
+                study.optimize(run, n_trials=1, catch=(Exception,))
+            finally:
+                lock.release()
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        bar.close()
+        summarize_parent(study, parent, status)
+
+
+def _work_in_process(cfg: TuneConfig, worker: int) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        work(cfg, worker)
+
+
+def tune(cfg: TuneConfig, workers: int = 1) -> optuna.Study:
+    """Run ``workers`` processes on the study (this one included); return the study."""
+    if cfg.trials < 1 or workers < 1:
+        raise ValueError("--trials and --workers must be at least 1")
+    open_storage(cfg.storage)  # create the schema once, before workers race to do it
+    context = multiprocessing.get_context("spawn")
+    others = [context.Process(target=_work_in_process, args=(cfg, i)) for i in range(1, workers)]
+    for process in others:
+        process.start()
+    try:
+        work(cfg, 0)
+    finally:
+        for process in others:
+            process.join()
+    return create_study(cfg)
+
+
+def study_report(study: optuna.Study) -> dict[str, Any]:
+    counts = trial_counts(study)
+    best = None
+    with contextlib.suppress(ValueError):
+        best = study.best_trial
+    return {
+        "study": study.study_name,
+        **counts,
+        "best_value": best.value if best else math.nan,
+        "best_trial": best.number if best else None,
+        "best_params": best.params if best else {},
+    }
