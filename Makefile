@@ -5,7 +5,11 @@ APPROACHES ?= multihead poolfree crnn-resnet crnn crnn-modified ce-crnn crnn-gru
 EPOCHS ?= 3
 OUT ?= reports/latest
 
-.PHONY: bench test lint format list clean
+APPROACH ?= crnn
+DATASET ?= captcha-v2
+TRIALS ?= 10
+
+.PHONY: bench test lint format list ui tune clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +24,12 @@ bench: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check bench tests
 	$(PY) -m pytest -q
+
+ui: $(VENV)/.installed
+	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1
+
+tune: $(VENV)/.installed
+	$(PY) -m bench tune --approach $(APPROACH) --dataset $(DATASET) --trials $(TRIALS)
 
 list: $(VENV)/.installed
 	$(PY) -m bench list

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,28 @@ def bench_cache(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BENCH_CACHE_DIR", str(path))
         yield path
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """One migrated MLflow SQLite store per session (migrations take seconds); tests copy it."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def mlflow_store(mlflow_template, tmp_path, monkeypatch) -> str:
+    """Each test runs in its own folder with its own copy of the store, never in the repo."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "mlflow.db"
+    shutil.copy(mlflow_template, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("BENCH_OPTUNA_STORAGE", raising=False)
+    return uri
 
 
 @pytest.fixture

@@ -1,0 +1,114 @@
+import io
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from bench.data import load_dataset
+from bench.metrics import GAP, confusion_pairs
+from bench.recognizer import load_recognizer, read_images
+from bench.tracking import tracking_uri, train_tracked
+
+TINY = "synthetic:tiny,count=120"
+FAST = {"height": 32, "width": 96, "hidden": 16, "epochs": 2, "batch_size": 32}
+
+
+def test_tracking_uri_defaults_to_sqlite_in_the_working_folder(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking_uri() == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store):
+    dataset = load_dataset(TINY)
+    result, run_id = train_tracked(
+        "lstm-columns", dataset, FAST, seed=3, suite="unit", log_model=False, progress=False
+    )
+    run = mlflow.MlflowClient(mlflow_store).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    for key, value in result.hparams.items():
+        assert params[key] == str(value)
+    assert params["approach"] == "lstm-columns" and params["seed"] == "3"
+    assert params["data.fingerprint"] == dataset.source.fingerprint
+    assert params["data.split_digest"] == result.data["split_digest"]
+    assert (params["data.n_train"], params["data.n_val"], params["data.n_test"]) == (
+        "84",
+        "12",
+        "24",
+    )
+    for key in ("python", "torch", "timm", "git_commit", "device"):
+        assert params[key]
+    assert tags["approach"] == "lstm-columns" and tags["suite"] == "unit" and tags["seed"] == "3"
+    assert tags["dataset"] == TINY
+    history = mlflow.MlflowClient(mlflow_store).get_metric_history(run_id, "val_seq_acc")
+    assert [m.step for m in history] == [1, 2]
+    for key in (
+        "train_loss",
+        "val_loss",
+        "val_char_acc",
+        "val_cer",
+        "lr",
+        "epoch_seconds",
+        "img_per_s",
+    ):
+        assert len(mlflow.MlflowClient(mlflow_store).get_metric_history(run_id, key)) == 2
+    assert metrics["test_seq_acc"] == pytest.approx(result.test["seq_acc"])
+    assert metrics["test_cer"] == pytest.approx(result.test["cer"])
+    assert metrics["params"] == result.params and metrics["flops"] == result.flops
+    assert metrics["train_seconds"] > 0
+    artifacts = {a.path for a in mlflow.MlflowClient(mlflow_store).list_artifacts(run_id)}
+    assert {"predictions.csv", "misread.png", "confusion.png", "bench.json"} <= artifacts
+    predictions = pd.read_csv(
+        io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/predictions.csv")),
+        dtype={"label": str, "prediction": str},
+    )
+    assert list(predictions.columns) == ["file", "label", "prediction", "correct", "cer"]
+    assert len(predictions) == 24 and set(predictions.label) <= set(dataset.source.labels)
+    local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/confusion.png")
+    assert Image.open(local).size[0] > 100
+
+
+def test_model_round_trip_reads_the_same_as_the_trained_model(tmp_path):
+    dataset = load_dataset(TINY)
+    result, run_id = train_tracked(
+        "crnn-modified", dataset, {"epochs": 1, "hidden": 16}, progress=False
+    )
+    model, meta = load_recognizer(run_id)
+    assert meta["approach"] == "crnn-modified" and meta["charset"] == "0123456789"
+    files = dataset.source.files[:5]
+    store = dataset.store(1, 32, 176)
+    images = store.images[:5]
+    expected = result.model.eval()((images.float() / 255 - 0.0) * 255)
+    with torch.no_grad():
+        assert torch.allclose(model(images), expected, atol=1e-4)
+    assert read_images(model, meta, files) == result.codec.decode(expected)
+
+
+def test_failed_and_interrupted_runs_are_not_left_running(mlflow_store):
+    client = mlflow.MlflowClient(mlflow_store)
+    dataset = load_dataset(TINY)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        train_tracked("lstm-columns", dataset, {**FAST, "optimizer": "nope"}, progress=False)
+
+    def interrupt(epoch, stats):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_tracked("lstm-columns", dataset, FAST, callbacks=(interrupt,), progress=False)
+    runs = client.search_runs([client.get_experiment_by_name(TINY).experiment_id])
+    by_status = {r.info.status: r for r in runs}
+    assert set(by_status) == {"FAILED", "KILLED"}
+    assert "unknown optimizer 'nope'" in by_status["FAILED"].data.tags["error"]
+    assert by_status["KILLED"].data.tags["error"] == "interrupted"
+
+
+def test_confusion_pairs_align_substitutions_insertions_and_deletions():
+    pairs = confusion_pairs(["abd", "ab", "abcc"], ["abc", "abc", "abc"])
+    assert pairs[("c", "d")] == 1  # substitution
+    assert pairs[("c", GAP)] == 1  # deletion
+    assert pairs[(GAP, "c")] == 1  # insertion
+    assert pairs[("a", "a")] == 3 and pairs[("b", "b")] == 3

@@ -1,0 +1,175 @@
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import bench.approaches.registry as registry
+import bench.tune as tune_module
+from bench.approaches import get_approach
+from bench.approaches.registry import Approach
+from bench.tune import TuneConfig, counted, study_report, tune
+from tests.test_train import NaNModel
+
+TINY = "synthetic:tiny,count=120"
+FIXED = {"height": 32, "width": 96, "hidden": 16, "epochs": 3}
+
+
+def config(tmp_path, trials: int, **kwargs) -> TuneConfig:
+    return TuneConfig(
+        approach="lstm-columns",
+        dataset=TINY,
+        trials=trials,
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        overrides=dict(FIXED),
+        progress=False,
+        **kwargs,
+    )
+
+
+def runs(mlflow_store: str, **tags: str) -> list:
+    client = mlflow.MlflowClient(mlflow_store)
+    experiment = client.get_experiment_by_name(TINY)
+    query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+    return client.search_runs([experiment.experiment_id], query)
+
+
+def test_study_with_pruning_nests_trials_under_its_parent(tmp_path, mlflow_store, monkeypatch):
+    # a pruner that is certain to fire after the first epoch: the wiring is what is tested
+    monkeypatch.setattr(
+        tune_module,
+        "make_pruner",
+        lambda name: optuna.pruners.ThresholdPruner(lower=0.99, n_warmup_steps=0),
+    )
+    study = tune(config(tmp_path, 3))
+    report = study_report(study)
+    assert (report["complete"], report["pruned"], report["failed"]) == (0, 3, 0)
+    for trial in study.trials:
+        assert "pruned at epoch 1" in trial.user_attrs["prune_reason"]
+        assert set(trial.params) == {"lr", "momentum", "batch_size", "dropout"}  # hidden is fixed
+    parent = runs(mlflow_store, kind="study")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert parent[0].data.metrics["n_pruned"] == 3
+    children = runs(mlflow_store, optuna_study=study.study_name, trial_state="pruned")
+    assert len(children) == 3
+    assert all(c.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for c in children)
+    assert all(c.info.status == "FINISHED" and "stopped" in c.data.tags for c in children)
+
+
+def test_study_records_best_params_and_never_touches_the_test_split(
+    tmp_path, mlflow_store, monkeypatch
+):
+    seen = []
+    original = tune_module.train
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        seen.append(result)
+        return result
+
+    monkeypatch.setattr(tune_module, "train", spy)
+    study = tune(config(tmp_path, 2, pruner="none"))
+    assert len(study.trials) == 2 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    for trial, result in zip(study.trials, seen, strict=True):
+        assert trial.value == result.history[-1]["val_seq_acc"]
+    parent = runs(mlflow_store, kind="study")[0]
+    best = study.best_trial
+    assert parent.data.metrics["best_value"] == best.value
+    assert parent.data.tags["best.lr"] == str(best.params["lr"])
+
+
+def test_nan_loss_prunes_with_the_reason_and_errors_fail_only_their_trial(tmp_path, monkeypatch):
+    base = get_approach("lstm-columns")
+    nan = Approach(
+        name="nan",
+        seed="test",
+        codec="ctc",
+        summary="",
+        build=NaNModel,
+        train=dict(base.train, height=32, width=96),
+        model={},
+        search_space=lambda trial: {"lr": trial.suggest_float("lr", 1e-3, 1e-1)},
+    )
+    monkeypatch.setitem(registry._REGISTRY, "nan", nan)
+    cfg = TuneConfig(
+        approach="nan",
+        dataset=TINY,
+        trials=2,
+        storage=f"sqlite:///{tmp_path}/o.db",
+        overrides={"epochs": 2},
+        progress=False,
+    )
+    study = tune(cfg)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    assert "training loss is nan" in study.trials[0].user_attrs["prune_reason"]
+
+    broken = TuneConfig(
+        approach="lstm-columns",
+        dataset=TINY,
+        trials=2,
+        study="broken",
+        storage=f"sqlite:///{tmp_path}/o.db",
+        progress=False,
+        overrides={**FIXED, "optimizer": "nope"},
+    )
+    study = tune(broken)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+    assert "unknown optimizer" in study.trials[0].user_attrs["error"]
+
+
+def test_interrupted_study_resumes_without_redoing_finished_trials(
+    tmp_path, mlflow_store, monkeypatch
+):
+    cfg = config(tmp_path, 3, pruner="none")
+    original = tune_module.train
+    calls = {"n": 0}
+
+    def interrupt_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "train", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        tune(cfg)
+    monkeypatch.setattr(tune_module, "train", original)
+    first = optuna.load_study(study_name=cfg.study, storage=cfg.storage)
+    assert [t.state for t in first.trials] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.WAITING,
+    ]
+    interrupted_params = first.trials[1].params
+
+    study = tune(cfg)  # the same command again
+    assert sum(map(counted, study.trials)) == 3
+    assert len(study.trials) == 4  # 1 finished before, 1 interrupted, its retry, 1 more
+    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 1)
+    assert retry.params == interrupted_params and retry.state == TrialState.COMPLETE
+    assert len(runs(mlflow_store, trial_state="complete")) == 3
+    assert len(runs(mlflow_store, trial_state="interrupted")) == 1
+    parent = runs(mlflow_store, kind="study")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+
+
+def test_two_worker_processes_finish_exactly_the_budget(tmp_path, mlflow_store):
+    cfg = config(tmp_path, 5, pruner="none")
+    study = tune(cfg, workers=2)
+    assert len(study.trials) == 5 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len(runs(mlflow_store, trial_state="complete")) == 5
+    again = tune(cfg, workers=2)  # nothing left to do
+    assert len(again.trials) == 5
+
+
+def test_journal_storage_is_accepted(tmp_path):
+    cfg = TuneConfig(
+        approach="lstm-columns",
+        dataset=TINY,
+        trials=1,
+        pruner="none",
+        storage=str(tmp_path / "journal.log"),
+        overrides={**FIXED, "epochs": 1},
+        progress=False,
+    )
+    assert len(tune(cfg).trials) == 1
+    assert (tmp_path / "journal.log").stat().st_size > 0
