@@ -15,10 +15,11 @@ from bench.approaches import get_approach, list_approaches
 from bench.codecs import LabelError
 from bench.config import cache_dir
 from bench.data import DataError, load_dataset
+from bench.report.data import ReportError
 from bench.train import NonFiniteLossError
 
 # errors caused by what the user asked for: printed as one line, not a traceback
-USER_ERRORS = (DataError, LabelError, KeyError, ValueError, NonFiniteLossError)
+USER_ERRORS = (DataError, LabelError, KeyError, ValueError, NonFiniteLossError, ReportError)
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
@@ -110,6 +111,15 @@ def cmd_compare(args: argparse.Namespace) -> None:
                 name, dataset, overrides, seed, args.device, args.out, progress=not args.quiet
             )
     print(write_table(args.out).to_string(index=False))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from bench.report import build_report
+
+    out = build_report(
+        args.out, experiments=args.experiment, suite=args.suite, optuna_storage=args.storage
+    )
+    print(f"report written to {out}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -277,6 +287,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="MLflow run id, model URI or folder")
     p.add_argument("images", nargs="+", type=Path, help="image files")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "report",
+        help="write the HTML comparison report from MLflow",
+        description="Read the finished runs (and tuning studies) of the given experiments from "
+        "MLflow and write one self-contained HTML page.",
+    )
+    p.add_argument(
+        "--experiment", action="append", help="MLflow experiment (repeatable; default: all)"
+    )
+    p.add_argument("--suite", help="only the runs of this suite")
+    p.add_argument(
+        "--storage", help="Optuna storage of the studies (default: as each study recorded it)"
+    )
+    p.add_argument("--out", type=Path, default=Path("reports/latest/index.html"))
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 
+import pandas as pd
 from torchmetrics.functional.text import char_error_rate
 
 
@@ -51,3 +52,16 @@ def confusion_pairs(predictions: Sequence[str], labels: Sequence[str]) -> Counte
             width = max(len(true), len(read))
             pairs.update(zip(true.ljust(width, GAP), read.ljust(width, GAP), strict=True))
     return pairs
+
+
+def confusion_frame(predictions: pd.DataFrame, charset: str) -> pd.DataFrame:
+    """Rows: true character, columns: read character (``GAP`` for missing/extra characters)."""
+    pairs = confusion_pairs(
+        predictions.prediction.fillna("").astype(str).tolist(),
+        predictions.label.astype(str).tolist(),
+    )
+    axis = [*charset, GAP]
+    frame = pd.DataFrame(0, index=axis, columns=axis)
+    for (true, read), count in pairs.items():
+        frame.loc[true, read] += count
+    return frame

@@ -16,13 +16,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
-import seaborn as sns
 import timm
 import torch
 from mlflow.models import infer_signature
 
 from bench.data import Dataset
-from bench.metrics import GAP, confusion_pairs
+from bench.metrics import confusion_frame
+from bench.plots import confusion_figure
 from bench.recognizer import Recognizer, recognizer_metadata
 from bench.train import TrainResult
 
@@ -146,6 +146,7 @@ def log_result(
             "flops": result.flops,
             "train_seconds": result.train_seconds,
             "train_img_per_s": result.img_per_s,
+            **result.inference,
             "epochs_run": len(result.history),
         }
     )
@@ -156,7 +157,12 @@ def log_result(
     if store.skipped:
         mlflow.log_text("\n".join(f"{f}: {why}" for f, why in store.skipped), "skipped.txt")
     log_figure(misread_gallery(predictions, store), "misread.png")
-    log_figure(confusion_figure(predictions, result.codec.charset), "confusion.png")
+    log_figure(
+        confusion_figure(
+            confusion_frame(predictions, result.codec.charset), "character confusions"
+        ),
+        "confusion.png",
+    )
     meta = recognizer_metadata(
         result.approach, result.codec.kind, result.codec.charset, result.codec.max_len, hp
     )
@@ -196,43 +202,6 @@ def misread_gallery(predictions: pd.DataFrame, store) -> plt.Figure:
         ax.set_title(f"{row.label} -> {row.prediction or '(empty)'}", fontsize=8, color="firebrick")
     if wrong.empty:
         axes.flat[0].text(0.5, 0.5, "no misread test images", ha="center", va="center")
-    figure.tight_layout()
-    return figure
-
-
-def confusion_frame(predictions: pd.DataFrame, charset: str) -> pd.DataFrame:
-    """Rows: true character, columns: read character (``GAP`` for missing/extra characters)."""
-    pairs = confusion_pairs(
-        predictions.prediction.fillna("").astype(str).tolist(),
-        predictions.label.astype(str).tolist(),
-    )
-    axis = [*charset, GAP]
-    frame = pd.DataFrame(0, index=axis, columns=axis)
-    for (true, read), count in pairs.items():
-        frame.loc[true, read] += count
-    return frame
-
-
-def confusion_figure(predictions: pd.DataFrame, charset: str) -> plt.Figure:
-    frame = confusion_frame(predictions, charset)
-    errors = frame.copy()
-    for c in frame.index:
-        errors.loc[c, c] = 0  # show the mistakes; the diagonal would drown them
-    size = max(5, len(frame) * 0.35)
-    figure, ax = plt.subplots(figsize=(size + 1, size))
-    sns.heatmap(
-        errors,
-        annot=len(frame) <= 25,
-        fmt="d",
-        cmap="Reds",
-        cbar=False,
-        ax=ax,
-        linewidths=0.5,
-        linecolor="#eee",
-    )
-    ax.set_xlabel("read as")
-    ax.set_ylabel("true character")
-    ax.set_title(f"character confusions ({int(errors.values.sum())} errors)")
     figure.tight_layout()
     return figure
 

@@ -193,6 +193,43 @@ def evaluate(
     return Evaluation(float(torch.stack(losses).sum()) / len(idx), predictions, labels, files)
 
 
+@torch.no_grad()
+def measure_inference(
+    model: nn.Module, batcher: Batcher, idx: torch.Tensor, device: torch.device, repeats: int = 20
+) -> dict[str, float]:
+    """Batched throughput over ``idx`` and single-image latency (p50, p95) of the eval model."""
+    model.eval()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def forward(part: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            model(batcher(part))
+
+    idx = idx.to(device)
+    forward(idx[:1])  # warm-up
+    sync()
+    started = time.perf_counter()
+    for part in idx.split(EVAL_BATCH):
+        forward(part)
+    sync()
+    throughput = len(idx) / (time.perf_counter() - started)
+    latencies = []
+    for i in range(repeats):
+        started = time.perf_counter()
+        forward(idx[i % len(idx)].view(1))
+        sync()
+        latencies.append(time.perf_counter() - started)
+    p50, p95 = np.percentile(np.array(latencies) * 1000, [50, 95])
+    return {
+        "infer_img_per_s": throughput,
+        "latency_ms_p50": float(p50),
+        "latency_ms_p95": float(p95),
+    }
+
+
 @dataclass
 class TrainResult:
     approach: str
@@ -206,6 +243,7 @@ class TrainResult:
     flops: int
     train_seconds: float
     img_per_s: float
+    inference: dict[str, float]
     test_predictions: list[dict[str, Any]] = field(repr=False)
     model: nn.Module = field(repr=False)
     codec: Codec = field(repr=False)
@@ -223,6 +261,7 @@ class TrainResult:
             "flops": self.flops,
             "train_seconds": round(self.train_seconds, 1),
             "img_per_s": round(self.img_per_s, 1),
+            **{k: round(v, 2) for k, v in self.inference.items()},
         }
 
 
@@ -373,6 +412,7 @@ def train(
     bar.close()
 
     test = evaluate(model, codec, batcher, store, targets, split.test, dev)
+    inference = measure_inference(model, batcher, split.test, dev)
     rows = [
         {"file": f, "label": t, "prediction": p, "correct": p == t, "cer": metrics.cer([p], [t])}
         for f, t, p in zip(test.files, test.labels, test.predictions, strict=True)
@@ -390,6 +430,7 @@ def train(
         flops=flops,
         train_seconds=train_seconds,
         img_per_s=images_seen / max(train_seconds, 1e-9),
+        inference=inference,
         test_predictions=rows,
         model=model,
         codec=codec,

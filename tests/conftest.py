@@ -33,8 +33,10 @@ def mlflow_template(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def mlflow_store(mlflow_template, tmp_path, monkeypatch) -> str:
     """Each test runs in its own folder with its own copy of the store, never in the repo."""
-    monkeypatch.chdir(tmp_path)
-    db = tmp_path / "mlflow.db"
+    work = tmp_path / ".work"  # hidden: tests use tmp_path itself as an image folder
+    work.mkdir()
+    monkeypatch.chdir(work)
+    db = work / "mlflow.db"
     shutil.copy(mlflow_template, db)
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

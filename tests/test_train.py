@@ -40,6 +40,8 @@ def test_result_holds_history_metrics_and_costs():
     assert set(result.test) == {"loss", "seq_acc", "char_acc", "cer"}
     assert result.params == sum(p.numel() for p in result.model.parameters())
     assert result.flops > 0 and result.train_seconds > 0 and result.img_per_s > 0
+    assert result.inference["infer_img_per_s"] > 0
+    assert 0 < result.inference["latency_ms_p50"] <= result.inference["latency_ms_p95"]
     assert len(result.test_predictions) == result.data["n_test"] == 24
     assert result.data["split_digest"] and result.device == "cpu"
     row = result.test_predictions[0]

@@ -1,0 +1,95 @@
+"""Reading a comparison out of MLflow: final runs, their curves and predictions, tuning studies."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import mlflow
+import pandas as pd
+
+from bench.tracking import tracking_uri
+
+
+class ReportError(ValueError):
+    """Nothing to report on (unknown or empty experiment)."""
+
+
+@dataclass
+class Comparison:
+    """Everything the report shows, as read from MLflow."""
+
+    runs: pd.DataFrame  # one row per (dataset, approach, seed): the latest finished final run
+    failed: pd.DataFrame  # final runs that failed or were killed
+    studies: pd.DataFrame  # tuning studies' parent runs
+    trials: pd.DataFrame  # tuning trials' runs
+    experiments: list[str]
+    _client: mlflow.MlflowClient = field(repr=False, default=None)
+    _predictions: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
+
+    def history(self, run_id: str) -> pd.DataFrame:
+        """Per-epoch ``val_seq_acc`` and ``val_loss`` of a run."""
+        frames = []
+        for key in ("val_seq_acc", "val_loss"):
+            points = self._client.get_metric_history(run_id, key)
+            frames.append(pd.Series({m.step: m.value for m in points}, name=key))
+        return pd.concat(frames, axis=1).rename_axis("epoch").reset_index()
+
+    def predictions(self, run_id: str) -> pd.DataFrame:
+        """The run's ``predictions.csv`` (labels and predictions kept as text)."""
+        if run_id not in self._predictions:
+            text = mlflow.artifacts.load_text(f"runs:/{run_id}/predictions.csv")
+            frame = pd.read_csv(
+                io.StringIO(text), dtype={"file": str, "label": str, "prediction": str}
+            )
+            frame["prediction"] = frame.prediction.fillna("")
+            self._predictions[run_id] = frame
+        return self._predictions[run_id]
+
+    def artifact_bytes(self, run_id: str, path: str) -> bytes:
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{path}")
+        with open(local, "rb") as fh:
+            return fh.read()
+
+
+def load_comparison(experiments: list[str] | None = None, suite: str | None = None) -> Comparison:
+    """Final runs (not tuning trials) of ``experiments`` (default: all), optionally one suite's."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    known = {e.name: e.experiment_id for e in client.search_experiments()}
+    names = experiments or [n for n in known if n != "Default"]
+    if missing := [n for n in names if n not in known]:
+        raise ReportError(
+            f"unknown experiment {', '.join(map(repr, missing))} in {tracking_uri()}; "
+            f"known: {', '.join(sorted(known)) or 'none'}"
+        )
+    frame = mlflow.search_runs([known[n] for n in names], output_format="pandas")
+    if frame.empty:
+        raise ReportError(f"no runs in experiment(s) {', '.join(names)} of {tracking_uri()}")
+    for column in ("tags.kind", "tags.optuna_study", "tags.suite", "tags.seed", "tags.error"):
+        if column not in frame:
+            frame[column] = None
+    if suite:
+        frame = frame[frame["tags.suite"] == suite]
+    is_study = frame["tags.kind"] == "study"
+    is_trial = frame["tags.optuna_study"].notna() & ~is_study
+    final = frame[~is_study & ~is_trial]
+    finished = final[(final.status == "FINISHED") & final["metrics.test_seq_acc"].notna()]
+    if finished.empty:
+        raise ReportError(
+            f"no finished training runs in {', '.join(names)}"
+            + (f" for suite {suite!r}" if suite else "")
+        )
+    finished = (
+        finished.sort_values("start_time")
+        .groupby(["tags.dataset", "tags.approach", "tags.seed"], as_index=False)
+        .last()
+    )
+    return Comparison(
+        runs=finished.reset_index(drop=True),
+        failed=final[final.status.isin(["FAILED", "KILLED"])].reset_index(drop=True),
+        studies=frame[is_study].reset_index(drop=True),
+        trials=frame[is_trial].reset_index(drop=True),
+        experiments=names,
+        _client=client,
+    )
