@@ -60,10 +60,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    overrides = parse_assignments(args.set)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    get_approach(args.approach).resolve(overrides)  # fail on a bad name or key before any data work
+    overrides = overrides_from(args, args.approach)
     dataset = load_dataset(
         args.dataset, data_dir=args.data_dir, split_seed=args.split_seed, skip_bad=args.skip_bad
     )
@@ -99,11 +96,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from bench.results import train_and_record, write_table
 
-    overrides = parse_assignments(args.set)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    for name in args.approach:
-        get_approach(name).resolve(overrides)
+    overrides = overrides_from(args, *args.approach)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
     for name in args.approach:
         for seed in args.seeds:
@@ -133,10 +126,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_tune(args: argparse.Namespace) -> None:
     from bench.tune import TuneConfig, storage_url, study_report, tune
 
-    overrides = parse_assignments(args.set)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    get_approach(args.approach).resolve(overrides)
+    overrides = overrides_from(args, args.approach)
     load_dataset(args.dataset, data_dir=args.data_dir)  # a missing dataset stops before any trial
     cfg = TuneConfig(
         approach=args.approach,
@@ -152,12 +142,42 @@ def cmd_tune(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         data_dir=str(args.data_dir) if args.data_dir else None,
+        split_seed=args.split_seed,
         experiment=args.experiment,
         progress=not args.quiet,
     )
     report = study_report(tune(cfg, workers=args.workers))
     for key, value in report.items():
         print(f"{key:12}  {value}")
+
+
+def add_training_options(p: argparse.ArgumentParser, set_help: str) -> None:
+    """Options shared by train, compare and tune: data, hyperparameters, device, output."""
+    p.add_argument(
+        "--dataset",
+        default="captcha-v2",
+        help="captcha-v2 (default), synthetic:PRESET[,key=value...] or folder:PATH",
+    )
+    p.add_argument("--epochs", type=int, help="override the approach's epochs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    p.add_argument(
+        "--split-seed", type=int, default=0, help="train/val/test split seed (default 0)"
+    )
+    p.add_argument(
+        "--data-dir", type=Path, help="folder holding datasets (else $BENCH_DATA_DIR, the cache)"
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def overrides_from(args: argparse.Namespace, *approaches: str) -> dict[str, Any]:
+    """``--set`` and ``--epochs``, checked against each approach before any data work."""
+    overrides = parse_assignments(args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    for name in approaches:
+        get_approach(name).resolve(overrides)
+    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,29 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--set) and print the final test metrics.",
     )
     p.add_argument("--approach", required=True, help=f"one of: {', '.join(list_approaches())}")
-    p.add_argument(
-        "--dataset",
-        default="captcha-v2",
-        help="captcha-v2 (default), synthetic:PRESET[,key=value...] or folder:PATH",
-    )
-    p.add_argument("--epochs", type=int, help="override the approach's epochs")
+    add_training_options(p, "override a hyperparameter (repeatable), e.g. --set lr=1e-3")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument(
-        "--split-seed", type=int, default=0, help="train/val/test split seed (default 0)"
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        help="folder holding datasets (else $BENCH_DATA_DIR, then the cache)",
-    )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a hyperparameter (repeatable), e.g. --set lr=1e-3",
-    )
     p.add_argument(
         "--skip-bad",
         action="store_true",
@@ -212,7 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
     p.add_argument("--suite", default="", help="suite tag of the MLflow run")
     p.add_argument("--no-model", action="store_true", help="do not log the trained model")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -225,21 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--approach", nargs="+", default=list_approaches(), help="approaches (default: all)"
     )
-    p.add_argument("--dataset", default="captcha-v2")
-    p.add_argument("--epochs", type=int, help="override every approach's epochs")
+    add_training_options(p, "override a hyperparameter of every approach")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a hyperparameter of every approach",
-    )
     p.add_argument("--out", type=Path, default=Path("reports/latest"), help="output folder")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
@@ -250,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         "until --trials trials have finished.",
     )
     p.add_argument("--approach", required=True, help=f"one of: {', '.join(list_approaches())}")
-    p.add_argument("--dataset", default="captcha-v2")
+    add_training_options(p, "fix a hyperparameter for every trial (it is not searched)")
     p.add_argument("--trials", type=int, required=True, help="trials to finish in the study")
     p.add_argument(
         "--storage",
@@ -263,19 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
     p.add_argument("--workers", type=int, default=1, help="processes working on the study")
-    p.add_argument("--epochs", type=int, help="epochs of every trial (default: the approach's)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fix a hyperparameter for every trial",
-    )
     p.add_argument("--seed", type=int, default=0, help="training seed of the trials")
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser(

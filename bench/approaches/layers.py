@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import timm
 import torch
 from torch import nn
 
@@ -10,6 +11,13 @@ def conv(
     cin: int, cout: int, kernel: int | tuple[int, int] = 3, stride: int = 1, padding: int = 1
 ) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding)
+
+
+def timm_body(backbone: str, pretrained: bool, channels: int) -> nn.Module:
+    """Any timm model without its classifier and global pool: the feature map."""
+    return timm.create_model(
+        backbone, pretrained=pretrained, in_chans=channels, num_classes=0, global_pool=""
+    )
 
 
 @torch.no_grad()

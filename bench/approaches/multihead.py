@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import timm
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
-from bench.approaches.layers import Positions
+from bench.approaches.layers import Positions, timm_body
 from bench.approaches.registry import Approach, register
 
 # fastai's fit_one_cycle(60, 3e-3) with its Adam (decoupled weight decay 0.01), batch 8, the
@@ -43,9 +42,7 @@ def build(
     dropout: float,
 ) -> nn.Module:
     """timm body + fastai's head: concat pool, BN, dropout, Linear(2F, 512), ReLU, BN, dropout."""
-    body = timm.create_model(
-        backbone, pretrained=pretrained, in_chans=channels, num_classes=0, global_pool=""
-    )
+    body = timm_body(backbone, pretrained, channels)
     features = 2 * body.num_features
     head = nn.Sequential(
         SelectAdaptivePool2d(pool_type="catavgmax", flatten=True),

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import timm
 from torch import nn
 
-from bench.approaches.layers import Positions, output_shape
+from bench.approaches.layers import Positions, output_shape, timm_body
 from bench.approaches.multihead import SEED_000_TRAINING
 from bench.approaches.registry import Approach, register
 
@@ -23,9 +22,7 @@ def build(
     hidden: int,
 ) -> nn.Module:
     """Flatten, ReLU, dropout, Linear(C*H*W, hidden), ReLU, BN, dropout, Linear(hidden, L*C)."""
-    body = timm.create_model(
-        backbone, pretrained=pretrained, in_chans=channels, num_classes=0, global_pool=""
-    )
+    body = timm_body(backbone, pretrained, channels)
     flat = output_shape(body, channels, height, width)[1:].numel()  # 512 x 2 x 7 = 7168 at 50x200
     head = nn.Sequential(
         nn.Flatten(),
