@@ -17,9 +17,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# Until the suites land: a short comparison of every approach on captcha-v2 (EPOCHS each).
+SEEDS ?= 0 1 2
+
+# Until the suites land: a short comparison of every approach on captcha-v2 (EPOCHS each, SEEDS),
+# tracked in MLflow (experiment bench), with its table and HTML report in OUT.
 bench: $(VENV)/.installed
-	$(PY) -m bench compare --approach $(APPROACHES) --epochs $(EPOCHS) --out $(OUT)
+	$(PY) -m bench compare --approach $(APPROACHES) --epochs $(EPOCHS) --seeds $(SEEDS) \
+		--experiment bench --suite make-bench --out $(OUT) --report
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check bench tests

@@ -101,9 +101,25 @@ def cmd_compare(args: argparse.Namespace) -> None:
     for name in args.approach:
         for seed in args.seeds:
             train_and_record(
-                name, dataset, overrides, seed, args.device, args.out, progress=not args.quiet
+                name,
+                dataset,
+                overrides,
+                seed,
+                args.device,
+                args.out,
+                experiment=args.experiment,
+                suite=args.suite,
+                progress=not args.quiet,
             )
     print(write_table(args.out).to_string(index=False))
+    if args.report:
+        from bench.report import build_report
+
+        experiment = args.experiment or dataset.name
+        out = build_report(
+            args.out / "index.html", experiments=[experiment], suite=args.suite or None
+        )
+        print(f"report written to {out}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -226,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_options(p, "override a hyperparameter of every approach")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     p.add_argument("--out", type=Path, default=Path("reports/latest"), help="output folder")
+    p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
+    p.add_argument("--suite", default="", help="suite tag of the MLflow runs")
+    p.add_argument("--report", action="store_true", help="then write OUT/index.html")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(

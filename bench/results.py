@@ -13,7 +13,8 @@ import torch
 
 from bench.config import cache_dir
 from bench.data import Dataset
-from bench.train import TrainResult, train
+from bench.tracking import train_tracked
+from bench.train import TrainResult
 
 TABLE_COLUMNS = [
     "approach",
@@ -53,18 +54,24 @@ def train_and_record(
     seed: int,
     device: str,
     out: Path,
+    experiment: str | None = None,
+    suite: str = "",
     progress: bool = True,
 ) -> Path:
-    """Train unless ``out`` already holds this result; per-epoch checkpoints make it resumable."""
+    """Train (tracked in MLflow, experiment ``experiment``) unless ``out`` already holds this
+    result; per-epoch checkpoints make an interrupted training resumable."""
     path = out / f"{name}-seed{seed}.json"
     if not path.exists():
-        result = train(
+        result, _ = train_tracked(
             name,
             dataset,
             overrides,
             seed=seed,
             device=device,
+            experiment=experiment,
+            suite=suite,
             progress=progress,
+            log_model=False,
             checkpoint_dir=cache_dir() / "checkpoints",
         )
         save_result(result, path)

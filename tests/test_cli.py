@@ -92,3 +92,21 @@ def test_assignments_are_read_as_yaml():
         "d": [1, 2],
         "e": "adam",
     }
+
+
+def test_compare_tracks_tables_reports_and_resumes(tmp_path, mlflow_store, capsys):
+    import mlflow
+
+    argv = ["compare", "--approach", "lstm-columns", "--dataset", "synthetic:tiny,count=120",
+            "--seeds", "0", "1", "--epochs", "1", "--set", "height=32", "--set", "width=96",
+            "--set", "hidden=8", "--experiment", "cmp", "--out", str(tmp_path / "out"),
+            "--report", "--quiet"]
+    assert main(argv) == 0
+    table = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert len(table) == 3 and table[0].startswith("approach,seed,epochs,test_seq_acc")
+    assert "2. Which differences are real" in (tmp_path / "out" / "index.html").read_text()
+    client = mlflow.MlflowClient(mlflow_store)
+    experiment = client.get_experiment_by_name("cmp").experiment_id
+    assert len(client.search_runs([experiment])) == 2
+    assert main(argv) == 0  # everything is done: nothing is trained again
+    assert len(client.search_runs([experiment])) == 2

@@ -99,7 +99,8 @@ def get_approach(name: str) -> Approach:
 
 
 def list_approaches() -> list[str]:
-    return list(_REGISTRY)
+    """Registered names, by seed document, then name."""
+    return sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].seed, name))
 
 
 def create_model(
