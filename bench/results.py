@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import torch
 
 from bench.config import cache_dir
 from bench.data import Dataset
-from bench.tracking import train_tracked
+from bench.tracking import cpu_name, train_tracked
 from bench.train import TrainResult
 
 TABLE_COLUMNS = [
@@ -37,7 +36,7 @@ def save_result(result: TrainResult, path: Path) -> None:
     record = {
         **result.summary(),
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor(),
+        "cpu": cpu_name(),
         "hparams": result.hparams,
         "data": result.data,
         "history": result.history,

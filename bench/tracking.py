@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -84,8 +85,19 @@ def environment() -> dict[str, str]:
         "timm": timm.__version__,
         "mlflow": mlflow.__version__,
         "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "torch_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
     }
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str:
