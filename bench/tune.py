@@ -57,10 +57,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     )
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """Pruners that leave a trial its first third of epochs (at least 2): CTC models often read
+    nothing for several epochs before they start to learn."""
+    warmup = max(2, epochs // 3)
     pruners = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=2),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=warmup, max_resource=max(epochs, warmup + 1)
+        ),
         "none": optuna.pruners.NopPruner,
     }
     if name not in pruners:
@@ -175,7 +180,9 @@ def create_study(cfg: TuneConfig, worker: int = 0) -> optuna.Study:
         storage=open_storage(cfg.storage),
         direction="maximize",
         sampler=make_sampler(cfg.sampler, cfg.seed + worker),
-        pruner=make_pruner(cfg.pruner),
+        pruner=make_pruner(
+            cfg.pruner, int(get_approach(cfg.approach).resolve(cfg.overrides)["epochs"])
+        ),
         load_if_exists=True,
     )
 

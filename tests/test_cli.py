@@ -97,10 +97,30 @@ def test_assignments_are_read_as_yaml():
 def test_compare_tracks_tables_reports_and_resumes(tmp_path, mlflow_store, capsys):
     import mlflow
 
-    argv = ["compare", "--approach", "lstm-columns", "--dataset", "synthetic:tiny,count=120",
-            "--seeds", "0", "1", "--epochs", "1", "--set", "height=32", "--set", "width=96",
-            "--set", "hidden=8", "--experiment", "cmp", "--out", str(tmp_path / "out"),
-            "--report", "--quiet"]
+    argv = [
+        "compare",
+        "--approach",
+        "lstm-columns",
+        "--dataset",
+        "synthetic:tiny,count=120",
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "1",
+        "--set",
+        "height=32",
+        "--set",
+        "width=96",
+        "--set",
+        "hidden=8",
+        "--experiment",
+        "cmp",
+        "--out",
+        str(tmp_path / "out"),
+        "--report",
+        "--quiet",
+    ]
     assert main(argv) == 0
     table = (tmp_path / "out" / "results.csv").read_text().splitlines()
     assert len(table) == 3 and table[0].startswith("approach,seed,epochs,test_seq_acc")

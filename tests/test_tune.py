@@ -38,7 +38,7 @@ def test_study_with_pruning_nests_trials_under_its_parent(tmp_path, mlflow_store
     monkeypatch.setattr(
         tune_module,
         "make_pruner",
-        lambda name: optuna.pruners.ThresholdPruner(lower=0.99, n_warmup_steps=0),
+        lambda name, epochs: optuna.pruners.ThresholdPruner(lower=0.99, n_warmup_steps=0),
     )
     study = tune(config(tmp_path, 3))
     report = study_report(study)
@@ -159,6 +159,14 @@ def test_two_worker_processes_finish_exactly_the_budget(tmp_path, mlflow_store):
     assert len(runs(mlflow_store, trial_state="complete")) == 5
     again = tune(cfg, workers=2)  # nothing left to do
     assert len(again.trials) == 5
+
+
+def test_pruners_leave_a_third_of_the_epochs_to_warm_up():
+    assert tune_module.make_pruner("median", 30)._n_warmup_steps == 10
+    assert tune_module.make_pruner("median", 3)._n_warmup_steps == 2
+    assert isinstance(tune_module.make_pruner("none", 3), optuna.pruners.NopPruner)
+    with pytest.raises(ValueError, match="unknown pruner 'best'"):
+        tune_module.make_pruner("best", 3)
 
 
 def test_journal_storage_is_accepted(tmp_path):
