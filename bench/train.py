@@ -301,10 +301,7 @@ def train(
     )
     targets = codec.encode(store.labels).to(dev)
 
-    model_hp = {k: v for k, v in hp.items() if k not in TrainConfig.field_names()}
-    model = approach.build(
-        codec.num_classes, max_len, cfg.channels, cfg.height, cfg.width, **model_hp
-    )
+    model = approach.build_model(codec.num_classes, max_len, hp)
     params = sum(p.numel() for p in model.parameters())
     flops, steps = count_flops(model, cfg.channels, cfg.height, cfg.width)
     check_steps(approach.name, approach.codec, steps, max_len)

@@ -48,6 +48,13 @@ class Approach:
         defaults = self.defaults
         return {**defaults, **{k: coerce(k, v, defaults[k]) for k, v in overrides.items()}}
 
+    def build_model(self, num_classes: int, max_len: int, hp: Mapping[str, Any]) -> nn.Module:
+        """The model for resolved hyperparameters ``hp`` (the keys ``build`` takes)."""
+        model_hp = {k: v for k, v in hp.items() if k not in TrainConfig.field_names()}
+        return self.build(
+            num_classes, max_len, hp["channels"], hp["height"], hp["width"], **model_hp
+        )
+
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return self.defaults["channels"], self.defaults["height"], self.defaults["width"]
@@ -109,8 +116,4 @@ def create_model(
     """Build approach ``name``'s model; returns it with the resolved hyperparameters."""
     approach = get_approach(name)
     hp = approach.resolve(overrides)
-    model_hp = {k: v for k, v in hp.items() if k not in TrainConfig.field_names()}
-    model = approach.build(
-        num_classes, max_len, hp["channels"], hp["height"], hp["width"], **model_hp
-    )
-    return model, hp
+    return approach.build_model(num_classes, max_len, hp), hp
