@@ -50,32 +50,38 @@ def mlflow_run(
     tags: Mapping[str, Any],
     parent_run_id: str | None = None,
     finished_on: tuple[type[BaseException], ...] = (),
+    state_tag: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C).
 
     Exceptions in ``finished_on`` (a pruned trial) end it FINISHED with a ``stopped`` tag; every
-    exception is raised again.
+    exception is raised again. With ``state_tag`` the outcome (complete, pruned, interrupted or
+    failed) is also tagged under that key.
     """
     experiment_id = use_experiment(experiment)
     tags = {k: str(v) for k, v in tags.items()}
     if parent_run_id:
         tags[PARENT_TAG] = parent_run_id  # the UI nests the run; no live parent is needed
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+
+    def end(status: str, state: str, **end_tags: str) -> None:
+        if state_tag:
+            end_tags[state_tag] = state
+        mlflow.set_tags(end_tags)
+        mlflow.end_run(status)
+
     try:
         yield run
     except finished_on as err:
-        mlflow.set_tag("stopped", str(err)[:5000])
-        mlflow.end_run("FINISHED")
+        end("FINISHED", "pruned", stopped=str(err)[:5000])
         raise
     except KeyboardInterrupt:
-        mlflow.set_tag("error", "interrupted")
-        mlflow.end_run("KILLED")
+        end("KILLED", "interrupted", error="interrupted")
         raise
     except BaseException as err:
-        mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
-        mlflow.end_run("FAILED")
+        end("FAILED", "failed", error=f"{type(err).__name__}: {err}"[:5000])
         raise
-    mlflow.end_run("FINISHED")
+    end("FINISHED", "complete")
 
 
 def environment() -> dict[str, str]:
@@ -232,8 +238,12 @@ def train_tracked(
     log_model: bool = True,
     progress: bool = True,
     tags: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+    finished_on: tuple[type[BaseException], ...] = (),
+    state_tag: str | None = None,
 ) -> tuple[TrainResult, str]:
-    """:func:`bench.train.train` inside an MLflow run; returns the result and the run id."""
+    """:func:`bench.train.train` inside an MLflow run (see :func:`mlflow_run` for how it ends);
+    returns the result and the run id."""
     from bench.approaches import get_approach
     from bench.train import resolve_device, train
 
@@ -247,7 +257,12 @@ def train_tracked(
         **(tags or {}),
     }
     with mlflow_run(
-        experiment or dataset.name, f"{approach}-seed{seed}", run_tags, parent_run_id
+        experiment or dataset.name,
+        run_name or f"{approach}-seed{seed}",
+        run_tags,
+        parent_run_id,
+        finished_on=finished_on,
+        state_tag=state_tag,
     ) as run:
         log_params(approach, hp, dataset.describe(store), seed, str(resolve_device(device)))
         logger = EpochLogger()

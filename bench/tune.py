@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from bench.approaches import get_approach
 from bench.data import load_dataset
-from bench.tracking import EpochLogger, log_params, log_result, mlflow_run, use_experiment
-from bench.train import NonFiniteLossError, train
+from bench.tracking import train_tracked, use_experiment
+from bench.train import NonFiniteLossError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 OBJECTIVE = "val_seq_acc"
@@ -104,6 +104,7 @@ class TuneConfig:
     split_seed: int = 0
     experiment: str | None = None
     progress: bool = True
+    from_defaults: bool = True  # the first trial is the seed's defaults
 
     def __post_init__(self) -> None:
         self.study = self.study or default_study_name(self.suite, self.dataset, self.approach)
@@ -247,16 +248,16 @@ def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
     client.set_terminated(run_id, status)
 
 
-def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str) -> float:
+def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tuple = ()) -> float:
     """One trial: suggested hyperparameters, a nested MLflow run, pruning on validation accuracy.
 
     Returns the last epoch's validation sequence accuracy; raises ``TrialPruned`` (a pruned or
     non-finite run) or the trial's error (Optuna records it as failed; the study goes on).
+    ``callbacks`` get every epoch's statistics, like the trainer's.
     """
     approach = get_approach(cfg.approach)
     dataset = load_dataset(cfg.dataset, data_dir=cfg.data_dir, split_seed=cfg.split_seed)
     overrides = {**approach.search_space(FixedKeys(trial, cfg.overrides)), **cfg.overrides}
-    hp = approach.resolve(overrides)
 
     def report(epoch: int, stats: dict[str, float]) -> None:
         trial.report(stats[OBJECTIVE], step=epoch + 1)
@@ -265,63 +266,73 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str) -> float:
                 f"pruned at epoch {epoch + 1}: {OBJECTIVE} {stats[OBJECTIVE]:.4f}"
             )
 
-    tags = {
-        "approach": cfg.approach,
-        "dataset": cfg.dataset,
-        "suite": cfg.suite,
-        "seed": cfg.seed,
-        "trial": trial.number,
-        "optuna_study": cfg.study,
-    }
-    run_id = None
-
-    def mark(state: str, **attrs: Any) -> None:
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        if run_id is not None:
-            mlflow.MlflowClient().set_tag(run_id, "trial_state", state)
-
     try:
-        with mlflow_run(
-            cfg.experiment or cfg.dataset,
-            f"trial {trial.number}",
-            tags,
-            parent,
+        result, _ = train_tracked(
+            cfg.approach,
+            dataset,
+            overrides,
+            seed=cfg.seed,
+            device=cfg.device,
+            experiment=cfg.experiment,
+            suite=cfg.suite,
+            parent_run_id=parent,
+            callbacks=(*callbacks, report),
+            log_model=False,
+            progress=False,
+            tags={"trial": trial.number, "optuna_study": cfg.study},
+            run_name=f"trial {trial.number}",
             finished_on=(optuna.TrialPruned, NonFiniteLossError),
-        ) as run:
-            run_id = run.info.run_id
-            store = dataset.store(hp["channels"], hp["height"], hp["width"])
-            log_params(cfg.approach, hp, dataset.describe(store), cfg.seed, cfg.device)
-            logger = EpochLogger()
-            result = train(
-                approach,
-                dataset,
-                overrides,
-                seed=cfg.seed,
-                device=cfg.device,
-                callbacks=(logger, report),
-                progress=False,
-            )
-            log_result(result, dataset, logger, log_model=False)
+            state_tag="trial_state",
+        )
     except (optuna.TrialPruned, NonFiniteLossError) as err:
-        mark("pruned", prune_reason=str(err))
+        trial.set_user_attr("prune_reason", str(err))
         raise optuna.TrialPruned(str(err)) from None
     except KeyboardInterrupt:
-        mark("interrupted", interrupted=True)
+        trial.set_user_attr("interrupted", True)
         trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         raise
     except Exception as err:
-        mark("failed", error=f"{type(err).__name__}: {err}"[:2000])
+        trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:2000])
         raise
-    mark("complete")
     return result.history[-1][OBJECTIVE]
 
 
-def work(cfg: TuneConfig, worker: int = 0) -> None:
-    """A worker: take trials until the budget is used up (or the timeout passes)."""
+class DefaultsTrial:
+    """Stands in for a trial: each ``suggest_*`` returns (and records) the approach's default."""
+
+    def __init__(self, defaults: dict[str, Any]):
+        self.defaults, self.params = defaults, {}
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("suggest_"):
+            raise AttributeError(name)
+
+        def suggest(key: str, *args: Any, **kwargs: Any) -> Any:
+            self.params[key] = self.defaults[key]
+            return self.defaults[key]
+
+        return suggest
+
+
+def default_params(cfg: TuneConfig) -> dict[str, Any]:
+    """The searched parameters at the seed's defaults: a study's first trial."""
+    approach = get_approach(cfg.approach)
+    stand_in = DefaultsTrial(approach.resolve(cfg.overrides))
+    approach.search_space(FixedKeys(stand_in, cfg.overrides))
+    return stand_in.params
+
+
+def work(cfg: TuneConfig, worker: int = 0, callbacks: tuple = ()) -> None:
+    """A worker: take trials until the budget is used up (or the timeout passes).
+
+    The study's first trial is the seed's defaults (with ``cfg.from_defaults``), so tuning never
+    ends worse on validation than not tuning.
+    """
     study = create_study(cfg, worker)
     with StorageLock(cfg.storage):
         parent = parent_run(cfg)
+        if cfg.from_defaults and not study.get_trials(deepcopy=False):
+            study.enqueue_trial(default_params(cfg), user_attrs={"defaults": True})
     started = time.monotonic()
     bar = tqdm(
         total=cfg.trials,
@@ -349,7 +360,7 @@ def work(cfg: TuneConfig, worker: int = 0) -> None:
 
                 def run(trial: optuna.Trial, lock: StorageLock = lock) -> float:
                     lock.release()  # the trial exists: others may count it now
-                    return objective(cfg, trial, parent)
+                    return objective(cfg, trial, parent, callbacks)
 
                 # optimize (not ask/tell) keeps the heartbeat that finds trials of dead workers
                 study.optimize(run, n_trials=1, catch=(Exception,))

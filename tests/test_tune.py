@@ -4,6 +4,7 @@ import pytest
 from optuna.trial import TrialState
 
 import bench.approaches.registry as registry
+import bench.train as train_module
 import bench.tune as tune_module
 from bench.approaches import get_approach
 from bench.approaches.registry import Approach
@@ -59,18 +60,24 @@ def test_study_records_best_params_and_never_touches_the_test_split(
     tmp_path, mlflow_store, monkeypatch
 ):
     seen = []
-    original = tune_module.train
+    original = train_module.train
 
     def spy(*args, **kwargs):
         result = original(*args, **kwargs)
         seen.append(result)
         return result
 
-    monkeypatch.setattr(tune_module, "train", spy)
+    monkeypatch.setattr(train_module, "train", spy)
     study = tune(config(tmp_path, 2, pruner="none"))
     assert len(study.trials) == 2 and all(t.state == TrialState.COMPLETE for t in study.trials)
     for trial, result in zip(study.trials, seen, strict=True):
         assert trial.value == result.history[-1]["val_seq_acc"]
+    defaults = get_approach("lstm-columns").resolve(FIXED)
+    first = study.trials[0]
+    assert first.user_attrs["defaults"] and first.params == {
+        k: defaults[k] for k in ("lr", "momentum", "batch_size", "dropout")
+    }
+    assert study.trials[1].params != first.params
     parent = runs(mlflow_store, kind="study")[0]
     best = study.best_trial
     assert parent.data.metrics["best_value"] == best.value
@@ -120,7 +127,7 @@ def test_interrupted_study_resumes_without_redoing_finished_trials(
     tmp_path, mlflow_store, monkeypatch
 ):
     cfg = config(tmp_path, 3, pruner="none")
-    original = tune_module.train
+    original = train_module.train
     calls = {"n": 0}
 
     def interrupt_second(*args, **kwargs):
@@ -129,10 +136,10 @@ def test_interrupted_study_resumes_without_redoing_finished_trials(
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(tune_module, "train", interrupt_second)
+    monkeypatch.setattr(train_module, "train", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         tune(cfg)
-    monkeypatch.setattr(tune_module, "train", original)
+    monkeypatch.setattr(train_module, "train", original)
     first = optuna.load_study(study_name=cfg.study, storage=cfg.storage)
     assert [t.state for t in first.trials] == [
         TrialState.COMPLETE,
