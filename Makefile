@@ -1,9 +1,7 @@
 # captcha-bench: `make bench` runs the comparison, `make test` the tests; both set up .venv first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APPROACHES ?= multihead poolfree crnn-resnet crnn crnn-modified ce-crnn crnn-gru lstm-columns
-EPOCHS ?= 3
-OUT ?= reports/latest
+SUITE ?=
 
 APPROACH ?= crnn
 DATASET ?= captcha-v2
@@ -17,13 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-SEEDS ?= 0 1 2
-
-# Until the suites land: a short comparison of every approach on captcha-v2 (EPOCHS each, SEEDS),
-# tracked in MLflow (experiment bench), with its table and HTML report in OUT.
+# The main job: a suite of experiments/ (default: full with CUDA, else quick), tracked in MLflow,
+# tuned with Optuna, reported in reports/SUITE/index.html. Interrupt it and run it again to resume.
 bench: $(VENV)/.installed
-	$(PY) -m bench compare --approach $(APPROACHES) --epochs $(EPOCHS) --seeds $(SEEDS) \
-		--experiment bench --suite make-bench --out $(OUT) --report
+	$(PY) -m bench run $(if $(SUITE),--suite $(SUITE))
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check bench tests

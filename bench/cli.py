@@ -1,11 +1,11 @@
-"""Command line: ``python -m bench list | train``."""
+"""Command line: ``python -m bench list | train | compare | tune | run | predict | report``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +167,33 @@ def cmd_tune(args: argparse.Namespace) -> None:
         print(f"{key:12}  {value}")
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.report import build_report
+    from bench.suite import default_suite, load_suite, run_suite, summary_table
+    from bench.tune import storage_url
+
+    suite = load_suite(args.suite or default_suite())
+    storage = storage_url(args.storage)
+    print(f"suite {suite.name} ({suite.path}): {suite.description}", flush=True)
+    outcome = run_suite(
+        suite,
+        storage,
+        device=args.device,
+        data_dir=str(args.data_dir) if args.data_dir else None,
+        quiet=args.quiet,
+    )
+    out = args.out or Path("reports") / suite.name / "index.html"
+    try:
+        build_report(out, experiments=[suite.experiment], suite=suite.name, optuna_storage=storage)
+        print(summary_table(suite).to_string(index=False))
+        print(f"report written to {out}")
+    except ReportError as err:
+        outcome.failures.append(f"report: {err}")
+    for failure in outcome.failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 1 if outcome.failures else 0
+
+
 def add_training_options(p: argparse.ArgumentParser, set_help: str) -> None:
     """Options shared by train, compare and tune: data, hyperparameters, device, output."""
     p.add_argument(
@@ -273,6 +300,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser(
+        "run",
+        help="run a suite: tuning, final multi-seed trainings, report",
+        description="Run a suite from experiments/: per dataset and approach an Optuna study "
+        "with the suite's trial budget, then one final training per seed with the best "
+        "parameters, all tracked in MLflow; then the HTML report and a summary table. "
+        "Interrupt it at any time: the same command resumes, redoing nothing that finished.",
+    )
+    p.add_argument(
+        "--suite",
+        help="suite name in experiments/ or a YAML file (default: full with CUDA, else quick)",
+    )
+    p.add_argument(
+        "--storage",
+        help="Optuna storage (default: $BENCH_OPTUNA_STORAGE, else sqlite:///optuna.db)",
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--data-dir", type=Path, help="folder holding datasets (else $BENCH_DATA_DIR, the cache)"
+    )
+    p.add_argument("--out", type=Path, help="report file (default reports/SUITE/index.html)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (log lines only)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
         "predict",
         help="read images with a logged model",
         description="Load a model logged by train (an MLflow run id, a runs:/ or "
@@ -307,9 +358,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    warnings.simplefilter("default")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our bars suffice
     try:
-        args.func(args)
+        code = args.func(args)
     except USER_ERRORS as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
@@ -317,4 +368,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
-    return 0
+    return code or 0

@@ -16,6 +16,7 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,8 +323,14 @@ def default_params(cfg: TuneConfig) -> dict[str, Any]:
     return stand_in.params
 
 
-def work(cfg: TuneConfig, worker: int = 0, callbacks: tuple = ()) -> None:
-    """A worker: take trials until the budget is used up (or the timeout passes).
+def work(
+    cfg: TuneConfig,
+    worker: int = 0,
+    callbacks: tuple = (),
+    on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+) -> None:
+    """A worker: take trials until the budget is used up (or the timeout passes). ``callbacks``
+    get every epoch's statistics, ``on_trial`` each trial this worker finished.
 
     The study's first trial is the seed's defaults (with ``cfg.from_defaults``), so tuning never
     ends worse on validation than not tuning.
@@ -363,7 +370,12 @@ def work(cfg: TuneConfig, worker: int = 0, callbacks: tuple = ()) -> None:
                     return objective(cfg, trial, parent, callbacks)
 
                 # optimize (not ask/tell) keeps the heartbeat that finds trials of dead workers
-                study.optimize(run, n_trials=1, catch=(Exception,))
+                study.optimize(
+                    run,
+                    n_trials=1,
+                    catch=(Exception,),
+                    callbacks=[lambda _, trial: on_trial(trial)] if on_trial else None,
+                )
             finally:
                 lock.release()
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import random
 import shutil
 import stat
@@ -125,13 +126,14 @@ MAX_ARCHIVE_BYTES = 1 << 30
 
 
 def captcha_v2_source(data_dir: str | Path | None = None, download: bool = True) -> Source:
-    """The seeds' dataset, from ``data_dir``, ``$BENCH_DATA_DIR`` or the cache, else downloaded."""
+    """The seeds' dataset, from ``data_dir``, ``$BENCH_DATA_DIR`` or the cache, else downloaded
+    (unless ``$BENCH_OFFLINE`` is set)."""
     searched = data_dirs(data_dir)
     for base in searched:
         for candidate in (base / CAPTCHA_V2_FOLDER, base):
             if candidate.name == CAPTCHA_V2_FOLDER and candidate.is_dir():
                 return _checked_captcha_v2(candidate)
-    if not download:
+    if not download or os.environ.get("BENCH_OFFLINE"):
         raise DataError(_captcha_v2_help(searched))
     target = cache_dir()
     try:

@@ -243,6 +243,12 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
         section = {
             "name": study_name,
             "approach": record.get("tags.approach"),
+            "budget": f"{record.get('params.trials')} trials"
+            + (
+                f" of {record['params.fixed.epochs']} epochs"
+                if isinstance(record.get("params.fixed.epochs"), str)
+                else " of the approach's own epochs"
+            ),
             "counts": frame.state.value_counts().to_dict(),
             "best": best,
             "best_value": record.get("metrics.best_value"),
@@ -284,6 +290,13 @@ def provenance(comparison: Comparison, runs: pd.DataFrame) -> dict[str, Any]:
         "python": distinct("params.python"),
         "commits": distinct("params.git_commit"),
         "suites": distinct("tags.suite"),
+        "suite_files": sorted(
+            {
+                f"{r['tags.suite_file']} (sha256 {r['tags.suite_digest']})"
+                for _, r in runs.iterrows()
+                if isinstance(r.get("tags.suite_file"), str)
+            }
+        ),
         "tracking_uri": tracking_uri(),
         "runs": runs[["tags.approach", "tags.seed", "run_id"]].values.tolist(),
         "command": " ".join(shlex.quote(a) for a in ["python", "-m", "bench", *sys.argv[1:]])

@@ -1,0 +1,457 @@
+"""Suites: ``experiments/<name>.yaml`` -> per dataset and approach an Optuna study, then final
+trainings with the best parameters, one per seed, then the report and a summary.
+
+Every unit of work lives in Optuna's storage: tuning trials in the approach's study, final
+trainings as the enqueued trials of a second study (``.../final``), one per seed. A unit is
+claimed by popping a waiting trial (a transaction in the database), so any number of workers can
+share a suite, and a re-run of the same command redoes nothing that finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import yaml
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from bench.approaches import get_approach, list_approaches
+from bench.config import cache_dir
+from bench.data import load_dataset
+from bench.tracking import train_tracked
+from bench.tune import (
+    POLL_S,
+    StorageLock,
+    TuneConfig,
+    counted,
+    create_study,
+    open_storage,
+    work,
+)
+
+SUITE_KEYS = {"description", "datasets", "approaches", "seeds", "split_seed", "set", "tuning"}
+SUITE_KEYS |= {"final", "experiment", "log_models"}
+SHIPPED = Path(__file__).resolve().parents[1] / "experiments"
+STAGE_KEYS = {"tuning": {"trials", "set", "pruner", "sampler"}, "final": {"set"}}
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be run as written."""
+
+
+@dataclass
+class Suite:
+    """A suite file, read and checked."""
+
+    name: str
+    path: Path
+    datasets: list[str]
+    approaches: list[str]
+    seeds: list[int]
+    trials: int = 0
+    tuning_set: dict[str, Any] = field(default_factory=dict)
+    final_set: dict[str, Any] = field(default_factory=dict)
+    common_set: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "median"
+    sampler: str = "tpe"
+    split_seed: int = 0
+    experiment: str = ""
+    log_models: bool = False
+    description: str = ""
+    digest: str = ""
+
+    def tuning_overrides(self) -> dict[str, Any]:
+        return {**self.common_set, **self.tuning_set}
+
+    def final_overrides(self, best: dict[str, Any]) -> dict[str, Any]:
+        return {**self.common_set, **best, **self.final_set}
+
+    def epochs(self, approach: str, overrides: dict[str, Any]) -> int:
+        return int(get_approach(approach).resolve(overrides)["epochs"])
+
+
+def default_suite() -> str:
+    """``full`` where CUDA is available, else ``quick``."""
+    import torch
+
+    return "full" if torch.cuda.is_available() else "quick"
+
+
+def find_suite(name: str | Path) -> Path:
+    """A YAML file, or the name of one in ``experiments/`` (here, else beside the package)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise SuiteError(f"suite file {path} does not exist")
+        return path
+    for folder in (Path("experiments"), SHIPPED):
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    known = sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+    raise SuiteError(f"unknown suite {str(name)!r}; known: {', '.join(known) or 'none'}")
+
+
+def load_suite(name: str | Path) -> Suite:
+    """Read and check a suite: unknown keys, approaches and hyperparameters are errors."""
+    path = find_suite(name)
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise SuiteError(f"{path}: not valid YAML: {err}") from None
+    if unknown := set(raw) - SUITE_KEYS:
+        raise SuiteError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(SUITE_KEYS)}")
+    for stage, allowed in STAGE_KEYS.items():
+        if unknown := set(raw.get(stage) or {}) - allowed:
+            raise SuiteError(f"{path}: unknown key(s) {sorted(unknown)} under {stage}:")
+    approaches = raw.get("approaches", "all")
+    tuning, final = raw.get("tuning") or {}, raw.get("final") or {}
+    suite = Suite(
+        name=path.stem,
+        path=path,
+        datasets=list(raw.get("datasets") or ["captcha-v2"]),
+        approaches=list_approaches() if approaches == "all" else list(approaches),
+        seeds=[int(s) for s in raw.get("seeds", [0])],
+        trials=int(tuning.get("trials", 0)),
+        tuning_set=dict(tuning.get("set") or {}),
+        final_set=dict(final.get("set") or {}),
+        common_set=dict(raw.get("set") or {}),
+        pruner=tuning.get("pruner", "median"),
+        sampler=tuning.get("sampler", "tpe"),
+        split_seed=int(raw.get("split_seed", 0)),
+        experiment=raw.get("experiment") or path.stem,
+        log_models=bool(raw.get("log_models", False)),
+        description=str(raw.get("description", "")),
+        digest=hashlib.sha256(text.encode()).hexdigest()[:12],
+    )
+    if not suite.seeds or len(set(suite.seeds)) != len(suite.seeds):
+        raise SuiteError(f"{path}: seeds must be a non-empty list of distinct integers")
+    for approach in suite.approaches:
+        try:
+            get_approach(approach).resolve(suite.tuning_overrides())
+            get_approach(approach).resolve(suite.final_overrides({}))
+        except (KeyError, ValueError) as err:
+            raise SuiteError(f"{path}: {approach}: {err.args[0] if err.args else err}") from None
+    return suite
+
+
+@dataclass
+class Unit:
+    """One (dataset, approach) of a suite: its tuning study and its final study."""
+
+    suite: Suite
+    dataset: str
+    approach: str
+    storage: str
+    device: str = "auto"
+    data_dir: str | None = None
+
+    @property
+    def study(self) -> str:
+        return f"{self.suite.name}/{self.dataset}/{self.approach}"
+
+    def tune_config(self, progress: bool = False) -> TuneConfig:
+        return TuneConfig(
+            approach=self.approach,
+            dataset=self.dataset,
+            trials=self.suite.trials,
+            storage=self.storage,
+            study=self.study,
+            suite=self.suite.name,
+            pruner=self.suite.pruner,
+            sampler=self.suite.sampler,
+            overrides=self.suite.tuning_overrides(),
+            device=self.device,
+            data_dir=self.data_dir,
+            split_seed=self.suite.split_seed,
+            experiment=self.suite.experiment,
+            progress=progress,
+        )
+
+    def best_params(self) -> tuple[dict[str, Any], str]:
+        """The tuning study's best parameters (and where they came from)."""
+        if self.suite.trials == 0:
+            return {}, "seed defaults (no tuning)"
+        study = create_study(self.tune_config())
+        try:
+            best = study.best_trial
+        except ValueError:
+            return {}, "seed defaults (no tuning trial completed)"
+        return dict(best.params), f"trial {best.number} (val seq acc {best.value:.4f})"
+
+    def final_study(self) -> optuna.Study:
+        """The study whose trials are the final trainings, one enqueued per seed (missing seeds
+        are added, so a suite can grow)."""
+        name = f"{self.study}/final"
+        storage = open_storage(self.storage)
+        with StorageLock(self.storage):
+            study = optuna.create_study(
+                study_name=name, storage=storage, direction="maximize", load_if_exists=True
+            )
+            present = {t.user_attrs.get("seed") for t in study.get_trials(deepcopy=False)}
+            for seed in self.suite.seeds:
+                if seed not in present:
+                    study.enqueue_trial({}, user_attrs={"seed": seed})
+        return study
+
+    def epochs(self) -> tuple[int, int]:
+        """Epochs of one tuning trial and of one final training."""
+        return (
+            self.suite.epochs(self.approach, self.suite.tuning_overrides()),
+            self.suite.epochs(self.approach, self.suite.final_overrides({})),
+        )
+
+
+def seed_states(study: optuna.Study) -> dict[int, str]:
+    """Per seed of a final study: complete, failed (with an error), or pending."""
+    states: dict[int, str] = {}
+    for trial in study.get_trials(deepcopy=False):
+        seed = trial.user_attrs.get("seed")
+        if seed is None:
+            continue
+        if trial.state == TrialState.COMPLETE:
+            states[seed] = "complete"
+        elif counted(trial) and states.get(seed) != "complete":
+            states[seed] = "failed"
+        else:
+            states.setdefault(seed, "pending")
+    return states
+
+
+class SpareTrial(Exception):
+    """A final-study trial that holds no seed (made when another worker took the last one)."""
+
+
+def run_finals(
+    unit: Unit,
+    best: dict[str, Any],
+    callbacks: tuple = (),
+    on_done: Callable[[int, str, Any], None] | None = None,
+) -> dict[int, str]:
+    """Train every pending seed of ``unit`` with ``best``; returns each seed's state."""
+    study = unit.final_study()
+    dataset = load_dataset(unit.dataset, data_dir=unit.data_dir, split_seed=unit.suite.split_seed)
+    overrides = unit.suite.final_overrides(best)
+
+    def final(trial: optuna.Trial) -> float:
+        seed = trial.user_attrs.get("seed")
+        if seed is None or seed_states(study).get(seed) == "complete":
+            trial.set_user_attr("spare", True)
+            raise SpareTrial
+        try:
+            result, run_id = train_tracked(
+                unit.approach,
+                dataset,
+                overrides,
+                seed=seed,
+                device=unit.device,
+                experiment=unit.suite.experiment,
+                suite=unit.suite.name,
+                callbacks=callbacks,
+                checkpoint_dir=cache_dir() / "checkpoints",
+                log_model=unit.suite.log_models,
+                progress=False,
+                tags={
+                    "kind": "final",
+                    "suite_file": unit.suite.path.name,
+                    "suite_digest": unit.suite.digest,
+                },
+                state_tag="final_state",
+            )
+        except KeyboardInterrupt:
+            study.enqueue_trial({}, user_attrs={"seed": seed, "retry_of": trial.number})
+            raise
+        except Exception as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:2000])
+            if on_done:
+                on_done(seed, "failed", err)
+            raise
+        trial.set_user_attr("run_id", run_id)
+        if on_done:
+            on_done(seed, "complete", result)
+        return result.test["seq_acc"]
+
+    while True:
+        if isinstance(study._storage, optuna.storages.RDBStorage):
+            optuna.storages.fail_stale_trials(study)  # a dead worker's seed is queued again
+        states = seed_states(study)
+        if all(states.get(s) in ("complete", "failed") for s in unit.suite.seeds):
+            return {s: states[s] for s in unit.suite.seeds}
+        trials = study.get_trials(deepcopy=False)
+        if not any(t.state == TrialState.WAITING for t in trials):
+            time.sleep(POLL_S)  # other workers run the last seeds; wait for them or their failure
+            continue
+        study.optimize(final, n_trials=1, catch=(Exception,))
+
+
+class Progress:
+    """One bar over the suite's epochs (tuning trials and final trainings), plus a log line per
+    finished unit; ``quiet`` keeps the lines and drops the bar."""
+
+    def __init__(self, total: int, done: int, quiet: bool):
+        self.bar = tqdm(total=total, initial=done, unit="epoch", desc="suite", disable=quiet)
+        self.quiet = quiet
+
+    def epoch(self, epoch: int, stats: dict[str, float]) -> None:
+        self.bar.update(1)
+
+    def skip(self, epochs: int) -> None:
+        """Epochs a unit did not need (a pruned trial)."""
+        self.bar.update(epochs)
+
+    def log(self, line: str) -> None:
+        if self.quiet:
+            print(line, flush=True)
+        else:
+            self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class EpochCounter:
+    """Trainer callback counting one unit's epochs on the bar; ``finish`` adds the epochs the unit
+    did not run (pruned early, failed, or resumed from a checkpoint)."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.seen = progress, 0
+
+    def __call__(self, epoch: int, stats: dict[str, float]) -> None:
+        self.seen += 1
+        self.progress.epoch(epoch, stats)
+
+    def finish(self, planned: int) -> None:
+        self.progress.skip(max(0, planned - self.seen))
+        self.seen = 0
+
+
+def planned_work(units: list[Unit]) -> tuple[int, int]:
+    """Total epochs of the suite and how many are done already (from Optuna's storage)."""
+    total = done = 0
+    for unit in units:
+        trial_epochs, final_epochs = unit.epochs()
+        total += unit.suite.trials * trial_epochs + len(unit.suite.seeds) * final_epochs
+        with contextlib.suppress(KeyError):
+            study = optuna.load_study(study_name=unit.study, storage=open_storage(unit.storage))
+            done += min(unit.suite.trials, sum(map(counted, study.trials))) * trial_epochs
+        with contextlib.suppress(KeyError):
+            final = optuna.load_study(
+                study_name=f"{unit.study}/final", storage=open_storage(unit.storage)
+            )
+            finished = sum(v != "pending" for v in seed_states(final).values())
+            done += finished * final_epochs
+    return total, min(done, total)
+
+
+@dataclass
+class SuiteOutcome:
+    """What a suite run did: per unit the source of its parameters and each seed's state."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def run_suite(
+    suite: Suite,
+    storage: str,
+    device: str = "auto",
+    data_dir: str | None = None,
+    quiet: bool = False,
+) -> SuiteOutcome:
+    """Tune, then train the final seeds of every (dataset, approach); failures are collected,
+    the rest goes on. Interrupting raises ``KeyboardInterrupt``; a re-run resumes."""
+    for name in suite.datasets:  # a missing dataset stops the suite before any training
+        load_dataset(name, data_dir=data_dir, split_seed=suite.split_seed)
+    open_storage(storage)  # create the schema once
+    units = [
+        Unit(suite, dataset, approach, storage, device, data_dir)
+        for dataset in suite.datasets
+        for approach in suite.approaches
+    ]
+    total, done = planned_work(units)
+    progress = Progress(total, done, quiet)
+    outcome = SuiteOutcome()
+    try:
+        for unit in units:
+            run_unit(unit, progress, outcome)
+    finally:
+        progress.close()
+    return outcome
+
+
+def run_unit(unit: Unit, progress: Progress, outcome: SuiteOutcome) -> None:
+    trial_epochs, final_epochs = unit.epochs()
+    label = f"{unit.dataset} {unit.approach}"
+    counter = EpochCounter(progress)
+
+    def trial_done(trial: optuna.trial.FrozenTrial) -> None:
+        counter.finish(trial_epochs)
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        progress.log(
+            f"tune  {label} trial {trial.number}: {trial.state.name.lower()}, "
+            f"val seq acc {value} ({len(trial.intermediate_values)} epochs)"
+        )
+
+    def seed_done(seed: int, state: str, detail: Any) -> None:
+        counter.finish(final_epochs)
+        if state == "complete":
+            progress.log(
+                f"final {label} seed {seed}: test seq acc {detail.test['seq_acc']:.4f}, "
+                f"CER {detail.test['cer']:.4f} ({detail.train_seconds:.0f} s)"
+            )
+        else:
+            progress.log(f"final {label} seed {seed}: FAILED: {detail}")
+
+    try:
+        if unit.suite.trials:
+            work(unit.tune_config(), callbacks=(counter,), on_trial=trial_done)
+        best, source = unit.best_params()
+        progress.log(f"final {label}: parameters from {source}: {best or 'defaults'}")
+        states = run_finals(unit, best, callbacks=(counter,), on_done=seed_done)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # one approach failing does not stop the suite
+        outcome.failures.append(f"{label}: {type(err).__name__}: {err}")
+        progress.log(f"FAILED {label}: {type(err).__name__}: {err}")
+        return
+    if failed := [s for s, state in states.items() if state == "failed"]:
+        outcome.failures.append(f"{label}: final training failed for seed(s) {failed}")
+    outcome.rows.append({"dataset": unit.dataset, "approach": unit.approach, "params": source})
+
+
+def summary_table(suite: Suite) -> pd.DataFrame:
+    """The report's leaderboard numbers, one row per dataset and approach."""
+    from bench.report.build import leaderboard
+    from bench.report.data import load_comparison
+
+    comparison = load_comparison([suite.experiment], suite.name)
+    frames = []
+    for dataset, runs in comparison.runs.groupby("tags.dataset"):
+        table = leaderboard(comparison, runs)
+        frames.append(table.assign(dataset=dataset))
+    table = pd.concat(frames, ignore_index=True)
+
+    def pm(col: str) -> pd.Series:
+        half = table[f"{col}_half"].map(lambda v: "" if pd.isna(v) else f" ± {v:.2%}")
+        return table[col].map("{:.2%}".format) + half
+
+    return pd.DataFrame(
+        {
+            "dataset": table.dataset,
+            "approach": table.approach,
+            "n": table.n,
+            "seq_acc": pm("seq_acc"),
+            "char_acc": pm("char_acc"),
+            "cer": pm("cer"),
+            "params": table.params.map(lambda v: f"{v / 1e6:.2f}M"),
+            "train_s": table.train_seconds.map("{:.0f}".format),
+        }
+    )

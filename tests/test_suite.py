@@ -1,0 +1,154 @@
+"""Suites: the smoke suite end to end through the CLI (with a kill and a resume), and errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import bench.approaches.registry as registry
+from bench.approaches import get_approach
+from bench.approaches.registry import Approach
+from bench.suite import SuiteError, load_suite, run_suite
+from bench.tune import counted
+from tests.test_train import NaNModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        **kwargs,
+    )
+
+
+def final_runs(uri: str, experiment: str) -> list:
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], "tags.kind = 'final'")
+
+
+def test_smoke_suite_resumes_after_a_kill_without_redoing_work(mlflow_store, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = ("run", "--suite", "smoke", "--storage", storage, "--quiet")
+    first = bench_cli(*args)
+    lines = []
+    for line in first.stdout:  # kill it once the first trial of the second approach finished
+        lines.append(line)
+        if "crnn-gru trial 0" in line:
+            first.send_signal(signal.SIGTERM)
+            break
+    first.wait(timeout=120)
+    assert first.returncode == 130, "".join(lines)
+
+    second = bench_cli(*args)
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out
+    assert "lstm-columns trial" not in out  # finished trials are not redone
+    assert "final synthetic:tiny,count=120 lstm-columns seed" not in out
+    assert "crnn-gru seed 1: test seq acc" in out and "report written to" in out
+
+    suite = load_suite("smoke")
+    for approach in suite.approaches:
+        study = f"smoke/{suite.datasets[0]}/{approach}"
+        tuning = optuna.load_study(study_name=study, storage=storage)
+        assert sum(map(counted, tuning.trials)) == 2
+        final = optuna.load_study(study_name=f"{study}/final", storage=storage)
+        done = [t.user_attrs["seed"] for t in final.trials if t.state == TrialState.COMPLETE]
+        assert sorted(done) == [0, 1]
+
+    finished = [r for r in final_runs(mlflow_store, "smoke") if r.info.status == "FINISHED"]
+    keys = [(r.data.tags["approach"], r.data.tags["seed"]) for r in finished]
+    assert sorted(keys) == sorted((a, str(s)) for a in suite.approaches for s in (0, 1))
+    report = Path("reports/smoke/index.html").read_text()
+    assert "crnn-gru" in report and "lstm-columns" in report and "smoke.yaml" in report
+    # the summary on stdout carries the report's numbers: n = 2 seeds per approach
+    assert all(f"{a}  2" in out for a in suite.approaches)
+
+
+def write_suite(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_failing_approach_is_reported_and_the_rest_goes_on(tmp_path, monkeypatch, mlflow_store):
+    base = get_approach("lstm-columns")
+    nan = Approach(
+        name="nan",
+        seed="test",
+        codec="ctc",
+        summary="",
+        build=NaNModel,
+        train=dict(base.train),
+        model={},
+        search_space=lambda trial: {},
+    )
+    monkeypatch.setitem(registry._REGISTRY, "nan", nan)
+    suite = load_suite(
+        write_suite(
+            tmp_path,
+            'datasets: ["synthetic:tiny,count=120"]\napproaches: [nan, lstm-columns]\n'
+            "seeds: [0]\nset: {height: 32, width: 96, epochs: 1}\n",
+        )
+    )
+    outcome = run_suite(suite, f"sqlite:///{tmp_path / 'o.db'}", quiet=True)
+    assert len(outcome.failures) == 1 and "nan" in outcome.failures[0]
+    assert [row["approach"] for row in outcome.rows] == ["nan", "lstm-columns"]
+    runs = final_runs(mlflow_store, "s")
+    states = {r.data.tags["approach"]: r.info.status for r in runs}
+    assert states == {"nan": "FAILED", "lstm-columns": "FINISHED"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("approaches: [nope]\n", "nope"),
+        ("colour: red\n", "unknown key(s) ['colour']"),
+        ("tuning: {trails: 3}\n", "unknown key(s) ['trails'] under tuning"),
+        ("set: {lrr: 1}\n", "lrr"),
+        ("seeds: []\n", "seeds must be"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_suites_are_clear_errors(tmp_path, text, message):
+    with pytest.raises(SuiteError, match=re.escape(message)):
+        load_suite(write_suite(tmp_path, text))
+
+
+def test_unknown_suite_names_the_known_ones():
+    with pytest.raises(SuiteError, match="known: .*quick.*smoke"):
+        load_suite("nope")
+
+
+def test_every_shipped_suite_loads():
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        suite = load_suite(path)
+        assert suite.approaches and suite.seeds and suite.datasets
+
+
+def test_missing_captcha_v2_stops_before_any_training(tmp_path, monkeypatch):
+    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("BENCH_OFFLINE", "1")
+    started = time.monotonic()
+    process = bench_cli("run", "--suite", "quick")
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, out
+    assert "captcha-v2" in out and "BENCH_DATA_DIR" in out
+    assert "tune " not in out and "final " not in out and not Path("optuna.db").exists()
+    assert time.monotonic() - started < 120
