@@ -194,6 +194,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if outcome.failures else 0
 
 
+def cmd_perf(args: argparse.Namespace) -> None:
+    from bench.perf import perf, write
+
+    overrides = overrides_from(args, *args.approach)
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
+    frame = perf(args.approach, dataset, overrides, args.device, args.steps, args.loader_workers)
+    shown = frame.drop(columns=["flops_per_image"]).round(3)
+    print(shown.to_string(index=False))
+    if args.out:
+        write(frame, args.out)
+        print(f"written to {args.out}")
+    if args.mlflow:
+        import mlflow
+
+        from bench.tracking import environment, use_experiment
+
+        use_experiment("perf")
+        with mlflow.start_run(run_name=f"perf {args.device} {dataset.name}"):
+            mlflow.log_params({**environment(), "dataset": dataset.name, "steps": args.steps})
+            for row in frame.to_dict("records"):
+                mlflow.log_metrics(
+                    {
+                        f"{row['approach']}.{k}": float(v)
+                        for k, v in row.items()
+                        if isinstance(v, int | float)
+                    }
+                )
+            mlflow.log_text(frame.to_csv(index=False), "perf.csv")
+
+
 def add_training_options(p: argparse.ArgumentParser, set_help: str) -> None:
     """Options shared by train, compare and tune: data, hyperparameters, device, output."""
     p.add_argument(
@@ -322,6 +354,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="report file (default reports/SUITE/index.html)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (log lines only)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "perf",
+        help="measure the training pipeline's speed",
+        description="Per approach: train and eval img/s of the real pipeline and of pure "
+        "compute (pipeline efficiency), the speed-up over a seeds'-style PIL DataLoader loop, "
+        "one epoch's wall time, single-image latency, peak memory and achieved FLOP/s against "
+        "a measured matrix-multiply peak.",
+    )
+    p.add_argument(
+        "--approach", nargs="+", default=list_approaches(), help="approaches (default: all)"
+    )
+    add_training_options(p, "override a hyperparameter of every approach")
+    p.add_argument("--batch-size", type=int, help="batch size (default: each approach's own)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument(
+        "--loader-workers", type=int, default=0, help="DataLoader workers of the seeds' loop"
+    )
+    p.add_argument("--out", type=Path, help="write the table as .json or .csv")
+    p.add_argument("--mlflow", action="store_true", help="log the figures to MLflow (perf)")
+    p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser(
         "predict",

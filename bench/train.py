@@ -271,6 +271,94 @@ def run_key(approach: str, hp: Mapping[str, Any], data: Mapping[str, Any], seed:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+@dataclass
+class Prepared:
+    """Everything a training loop needs, built the same way for training and for ``perf``."""
+
+    hp: dict[str, Any]
+    cfg: TrainConfig
+    device: torch.device
+    store: TensorStore
+    split: Any
+    data: dict[str, Any]
+    codec: Codec
+    targets: Any
+    model: nn.Module
+    params: int
+    flops: int
+    batcher: Batcher
+    batch_size: int
+    n_train: int
+    steps_per_epoch: int
+
+
+def prepare(
+    approach: Approach,
+    dataset: Dataset,
+    overrides: Mapping[str, Any] | None = None,
+    device: str = "auto",
+) -> Prepared:
+    """Data store on the device, codec, model (channels_last on CUDA), batching arithmetic."""
+    hp = approach.resolve(overrides)
+    cfg = TrainConfig.from_hparams(hp)
+    dev = resolve_device(device)
+    store = dataset.store(cfg.channels, cfg.height, cfg.width)
+    split = dataset.split(store)
+    max_len = cfg.max_len or dataset.source.max_len
+    codec = make_codec(
+        approach.codec, dataset.source.charset, max_len, **cfg.codec_options(approach.codec)
+    )
+    model = approach.build_model(codec.num_classes, max_len, hp)
+    flops, steps = count_flops(model, cfg.channels, cfg.height, cfg.width)
+    check_steps(approach.name, approach.codec, steps, max_len)
+    model.to(dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    batch_size = min(cfg.batch_size, len(split.train))
+    n_train = len(split.train)
+    # a partial last batch is kept unless drop_last, or unless it is one image (BatchNorm cannot)
+    if cfg.drop_last or n_train % batch_size == 1:
+        n_train -= n_train % batch_size
+    return Prepared(
+        hp=hp,
+        cfg=cfg,
+        device=dev,
+        store=store,
+        split=split,
+        data=dataset.describe(store),
+        codec=codec,
+        targets=codec.encode(store.labels).to(dev),
+        model=model,
+        params=sum(p.numel() for p in model.parameters()),
+        flops=flops,
+        batcher=Batcher.create(store, cfg, dev),
+        batch_size=batch_size,
+        n_train=n_train,
+        steps_per_epoch=-(-n_train // batch_size),
+    )
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    codec: Codec,
+    x: torch.Tensor,
+    targets: Any,
+    cfg: TrainConfig,
+) -> torch.Tensor:
+    """One optimisation step (bf16 autocast on CUDA, gradient clipping); the detached loss."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        logits = model(x)
+    loss = codec.loss(logits, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
 def train(
     approach: str | Approach,
     dataset: Dataset,
@@ -287,38 +375,13 @@ def train(
     from it. Raises :class:`NonFiniteLossError` when the loss stops being finite.
     """
     approach = get_approach(approach) if isinstance(approach, str) else approach
-    hp = approach.resolve(overrides)
-    cfg = TrainConfig.from_hparams(hp)
-    dev = resolve_device(device)
     seed_everything(seed)
-
-    store = dataset.store(cfg.channels, cfg.height, cfg.width)
-    split = dataset.split(store)
-    data = dataset.describe(store)
-    max_len = cfg.max_len or dataset.source.max_len
-    codec = make_codec(
-        approach.codec, dataset.source.charset, max_len, **cfg.codec_options(approach.codec)
-    )
-    targets = codec.encode(store.labels).to(dev)
-
-    model = approach.build_model(codec.num_classes, max_len, hp)
-    params = sum(p.numel() for p in model.parameters())
-    flops, steps = count_flops(model, cfg.channels, cfg.height, cfg.width)
-    check_steps(approach.name, approach.codec, steps, max_len)
-    model.to(dev)
-    if dev.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-
-    batcher = Batcher.create(store, cfg, dev)
+    run = prepare(approach, dataset, overrides, device)
+    hp, cfg, dev, store, split = run.hp, run.cfg, run.device, run.store, run.split
+    data, codec, targets, model, batcher = run.data, run.codec, run.targets, run.model, run.batcher
     batcher.generator = torch.Generator(device=dev).manual_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
-    batch_size = min(cfg.batch_size, len(split.train))
-    n_train = len(split.train)
-    # a partial last batch is kept unless drop_last, or unless it is one image (BatchNorm cannot)
-    if cfg.drop_last or n_train % batch_size == 1:
-        n_train -= n_train % batch_size
-    steps_per_epoch = -(-n_train // batch_size)
+    batch_size, n_train, steps_per_epoch = run.batch_size, run.n_train, run.steps_per_epoch
     optimizer = make_optimizer(cfg, model.parameters())
     schedule = make_schedule(cfg, optimizer, steps_per_epoch)
 
@@ -355,14 +418,7 @@ def train(
         perm = split.train[torch.randperm(len(split.train), generator=order_rng)].to(dev)
         loss_sum = torch.zeros((), device=dev)
         for idx in perm[:n_train].split(batch_size):
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                logits = model(batcher(idx, train=True))
-            loss = codec.loss(logits, targets[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            loss = train_step(model, optimizer, codec, batcher(idx, train=True), targets[idx], cfg)
             if isinstance(schedule, torch.optim.lr_scheduler.OneCycleLR):
                 schedule.step()
             loss_sum += loss.detach()
@@ -423,8 +479,8 @@ def train(
         seed=seed,
         history=history,
         test=test.metrics,
-        params=params,
-        flops=flops,
+        params=run.params,
+        flops=run.flops,
         train_seconds=train_seconds,
         img_per_s=images_seen / max(train_seconds, 1e-9),
         inference=inference,

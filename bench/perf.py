@@ -1,0 +1,238 @@
+"""Speed of the training pipeline: ours against pure compute and against the seeds' data loading.
+
+For each approach, in one process: training and evaluation img/s of the real pipeline (tensor
+store on the device, batches drawn by index, augmentation on the device, the model step), the same
+with inputs pre-staged on the device (pure compute; pipeline efficiency = real / pure), a reference
+loop in the seeds' style (a ``Dataset`` that opens, converts and resizes each image with PIL for
+every item, through a ``DataLoader``), one real epoch's wall time, single-image latency, peak
+memory, and achieved FLOP/s against a matrix-multiply peak measured on the same device.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from bench.approaches import get_approach
+from bench.data import Dataset
+from bench.data.store import MODES
+from bench.train import (
+    EVAL_BATCH,
+    Prepared,
+    evaluate,
+    make_optimizer,
+    measure_inference,
+    prepare,
+    seed_everything,
+    train_step,
+)
+
+TRAIN_FLOPS_FACTOR = 3  # backward costs about twice the forward pass
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(device: torch.device, steps: int, step: Callable[[int], None], warmup: int = 2) -> float:
+    """Seconds per call of ``step`` (after ``warmup`` calls), synchronised on CUDA."""
+    for i in range(warmup):
+        step(i)
+    sync(device)
+    started = time.perf_counter()
+    for i in range(steps):
+        step(warmup + i)
+    sync(device)
+    return (time.perf_counter() - started) / steps
+
+
+def matmul_peak(device: torch.device, size: int = 2048) -> float:
+    """FLOP/s of a square matrix product in the training precision (bf16 on CUDA, fp32 on CPU)."""
+    size = 8192 if device.type == "cuda" else size
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = timed(device, 5, lambda _: a @ b)
+    return 2 * size**3 / seconds
+
+
+class SeedStyleImages(torch.utils.data.Dataset):
+    """The seeds' way: every item opens, converts, resizes and normalises one file with PIL."""
+
+    def __init__(self, paths: list[Path], run: Prepared):
+        self.paths, self.cfg = paths, run.cfg
+        self.mean = torch.tensor(run.cfg.mean).view(-1, 1, 1)
+        self.std = torch.tensor(run.cfg.std).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        with Image.open(self.paths[i]) as img:
+            img = img.convert(MODES[self.cfg.channels]).resize((self.cfg.width, self.cfg.height))
+            array = np.asarray(img, dtype=np.float32) / 255
+        x = torch.from_numpy(array).view(self.cfg.height, self.cfg.width, -1).permute(2, 0, 1)
+        return (x - self.mean) / self.std, i
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory since the last reset, else the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(
+    name: str,
+    dataset: Dataset,
+    overrides: dict[str, Any] | None = None,
+    device: str = "auto",
+    steps: int = 10,
+    loader_workers: int = 0,
+    peak: float | None = None,
+) -> dict[str, Any]:
+    """Every figure of one approach (see the module docstring)."""
+    approach = get_approach(name)
+    seed_everything(0)
+    run = prepare(approach, dataset, overrides, device)
+    dev, cfg, model, codec, batcher = run.device, run.cfg, run.model, run.codec, run.batcher
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    optimizer = make_optimizer(cfg, model.parameters())
+    batch = run.batch_size
+    train_idx = run.split.train.to(dev)
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        train_idx[torch.randperm(len(train_idx), generator=generator)[:batch].to(dev)]
+        for _ in range(steps + 2)
+    ]
+
+    def real_train(i: int) -> None:
+        idx = batches[i]
+        train_step(model, optimizer, codec, batcher(idx, train=True), run.targets[idx], cfg)
+
+    staged_x, staged_y = batcher(batches[0], train=True), run.targets[batches[0]]
+
+    def pure_train(_: int) -> None:
+        train_step(model, optimizer, codec, staged_x, staged_y, cfg)
+
+    model.train()
+    real_train_s = timed(dev, steps, real_train)
+    pure_train_s = timed(dev, steps, pure_train)
+
+    eval_idx = run.split.test.to(dev)[: min(EVAL_BATCH, len(run.split.test))]
+    staged_eval = batcher(eval_idx)
+
+    def forward(x: torch.Tensor) -> None:
+        with (
+            torch.no_grad(),
+            torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"),
+        ):
+            model(x)
+
+    model.eval()
+    real_eval_s = timed(dev, steps, lambda _: forward(batcher(eval_idx)))
+    pure_eval_s = timed(dev, steps, lambda _: forward(staged_eval))
+
+    by_name = dict(zip((p.name for p in dataset.source.files), dataset.source.files, strict=True))
+    paths = [by_name[run.store.files[i]] for i in run.split.train.tolist()]
+    loader = torch.utils.data.DataLoader(
+        SeedStyleImages(paths, run),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=loader_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
+    loader_batches = iter(loader)
+    model.train()
+
+    def seed_style(_: int) -> None:
+        nonlocal loader_batches
+        try:
+            x, i = next(loader_batches)
+        except StopIteration:
+            loader_batches = iter(loader)
+            x, i = next(loader_batches)
+        idx = run.split.train[i].to(dev)
+        train_step(model, optimizer, codec, x.to(dev), run.targets[idx], cfg)
+
+    seed_style_s = timed(dev, steps, seed_style)
+
+    sync(dev)
+    started = time.perf_counter()  # one real epoch: every training batch, then validation
+    order = train_idx[torch.randperm(len(train_idx), generator=generator).to(dev)][: run.n_train]
+    for idx in order.split(batch):
+        train_step(model, optimizer, codec, batcher(idx, train=True), run.targets[idx], cfg)
+    evaluate(model, codec, batcher, run.store, run.targets, run.split.val, dev)
+    sync(dev)
+    epoch_s = time.perf_counter() - started
+
+    inference = measure_inference(model, batcher, run.split.test, dev)
+    train_img_s, eval_img_s = batch / real_train_s, len(eval_idx) / real_eval_s
+    achieved = run.flops * TRAIN_FLOPS_FACTOR * train_img_s
+    return {
+        "approach": name,
+        "device": str(dev),
+        "batch_size": batch,
+        "train_img_s": train_img_s,
+        "train_pure_img_s": batch / pure_train_s,
+        "train_efficiency": pure_train_s / real_train_s,
+        "eval_img_s": eval_img_s,
+        "eval_pure_img_s": len(eval_idx) / pure_eval_s,
+        "eval_efficiency": pure_eval_s / real_eval_s,
+        "seed_style_img_s": batch / seed_style_s,
+        "speedup_vs_seed_style": seed_style_s / real_train_s,
+        "epoch_s": epoch_s,
+        "latency_ms_p50": inference["latency_ms_p50"],
+        "latency_ms_p95": inference["latency_ms_p95"],
+        "peak_memory_mb": peak_memory_mb(dev),
+        "flops_per_image": run.flops,
+        "train_tflop_s": achieved / 1e12,
+        "peak_tflop_s": (peak or 0) / 1e12,
+        "share_of_peak": achieved / peak if peak else float("nan"),
+    }
+
+
+def perf(
+    approaches: list[str],
+    dataset: Dataset,
+    overrides: dict[str, Any] | None = None,
+    device: str = "auto",
+    steps: int = 10,
+    loader_workers: int = 0,
+    progress: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """One row per approach; the matrix-multiply peak is measured once, first."""
+    from bench.train import resolve_device
+
+    peak = matmul_peak(resolve_device(device))
+    rows = []
+    for name in approaches:
+        rows.append(measure(name, dataset, overrides, device, steps, loader_workers, peak))
+        row = rows[-1]
+        progress(
+            f"{name}: train {row['train_img_s']:.1f} img/s (efficiency "
+            f"{row['train_efficiency']:.2f}, {row['speedup_vs_seed_style']:.1f}x the seeds' loop), "
+            f"epoch {row['epoch_s']:.1f} s"
+        )
+    return pd.DataFrame(rows)
+
+
+def write(frame: pd.DataFrame, path: Path) -> None:
+    """``.json`` (records) or ``.csv``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".json":
+        path.write_text(frame.to_json(orient="records", indent=2))
+    elif path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        raise ValueError(f"--out must end in .json or .csv, got {path}")

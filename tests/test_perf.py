@@ -1,0 +1,82 @@
+"""The perf command runs on CPU and writes a well-formed table (speed itself is never asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench.cli import main
+from bench.perf import write
+
+COLUMNS = {
+    "approach",
+    "device",
+    "batch_size",
+    "train_img_s",
+    "train_pure_img_s",
+    "train_efficiency",
+    "eval_img_s",
+    "eval_pure_img_s",
+    "eval_efficiency",
+    "seed_style_img_s",
+    "speedup_vs_seed_style",
+    "epoch_s",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "peak_memory_mb",
+    "flops_per_image",
+    "train_tflop_s",
+    "peak_tflop_s",
+    "share_of_peak",
+}
+
+
+def test_perf_on_cpu_for_two_small_approaches_writes_json(tmp_path, capsys):
+    out = tmp_path / "perf.json"
+    code = main(
+        [
+            "perf",
+            "--approach",
+            "lstm-columns",
+            "crnn-gru",
+            "--dataset",
+            "synthetic:tiny,count=120",
+            "--set",
+            "height=32",
+            "--set",
+            "width=96",
+            "--set",
+            "hidden=16",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "16",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--mlflow",
+        ]
+    )
+    assert code == 0
+    rows = json.loads(out.read_text())
+    assert [r["approach"] for r in rows] == ["lstm-columns", "crnn-gru"]
+    for row in rows:
+        assert set(row) == COLUMNS
+        assert row["device"] == "cpu" and row["batch_size"] == 16
+        for key in COLUMNS - {"approach", "device"}:
+            assert isinstance(row[key], int | float) and math.isfinite(row[key]), key
+            assert row[key] > 0, key
+        assert row["latency_ms_p95"] >= row["latency_ms_p50"]
+        ratio = row["train_img_s"] / row["train_pure_img_s"]
+        assert row["train_efficiency"] == pytest.approx(ratio, rel=1e-6)
+    assert "speedup_vs_seed_style" in capsys.readouterr().out
+
+
+def test_perf_refuses_an_unknown_output_format(tmp_path):
+    import pandas as pd
+
+    with pytest.raises(ValueError, match="json or .csv"):
+        write(pd.DataFrame([{"a": 1}]), tmp_path / "perf.txt")
