@@ -7,7 +7,10 @@ APPROACH ?= crnn
 DATASET ?= captcha-v2
 TRIALS ?= 10
 
-.PHONY: bench test lint format list ui tune clean
+STORAGE ?=
+WORKERS ?= 1
+
+.PHONY: bench worker test lint format list ui tune clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +22,11 @@ $(VENV)/.installed: pyproject.toml
 # tuned with Optuna, reported in reports/SUITE/index.html. Interrupt it and run it again to resume.
 bench: $(VENV)/.installed
 	$(PY) -m bench run $(if $(SUITE),--suite $(SUITE))
+
+# One worker of a suite shared by many machines: the same STORAGE (an Optuna RDB URL, e.g.
+# postgresql+psycopg2://user:pw@db/optuna) and MLFLOW_TRACKING_URI (an MLflow server) everywhere.
+worker: $(VENV)/.installed
+	$(PY) -m bench run $(if $(SUITE),--suite $(SUITE)) --storage $(STORAGE) --workers $(WORKERS) --quiet
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check bench tests

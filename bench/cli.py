@@ -181,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device,
         data_dir=str(args.data_dir) if args.data_dir else None,
         quiet=args.quiet,
+        workers=args.workers,
     )
     out = args.out or Path("reports") / suite.name / "index.html"
     try:
@@ -353,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, help="report file (default reports/SUITE/index.html)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on this machine (this one included); more machines: start "
+        "the same command there with the same --storage and MLFLOW_TRACKING_URI",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import torch
 import yaml
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
@@ -34,6 +36,7 @@ from bench.tune import (
     counted,
     create_study,
     open_storage,
+    trial_key,
     work,
 )
 
@@ -235,8 +238,10 @@ def run_finals(
     best: dict[str, Any],
     callbacks: tuple = (),
     on_done: Callable[[int, str, Any], None] | None = None,
+    wait: bool = True,
 ) -> dict[int, str]:
-    """Train every pending seed of ``unit`` with ``best``; returns each seed's state."""
+    """Train every pending seed of ``unit`` with ``best``; returns each seed's state. Without
+    ``wait`` it returns as soon as every remaining seed is claimed by other workers."""
     study = unit.final_study()
     dataset = load_dataset(unit.dataset, data_dir=unit.data_dir, split_seed=unit.suite.split_seed)
     overrides = unit.suite.final_overrides(best)
@@ -261,6 +266,7 @@ def run_finals(
                 progress=False,
                 tags={
                     "kind": "final",
+                    "optuna_trial": trial_key(study.study_name, trial.number),
                     "suite_file": unit.suite.path.name,
                     "suite_digest": unit.suite.digest,
                 },
@@ -287,6 +293,8 @@ def run_finals(
             return {s: states[s] for s in unit.suite.seeds}
         trials = study.get_trials(deepcopy=False)
         if not any(t.state == TrialState.WAITING for t in trials):
+            if not wait:
+                return {s: states.get(s, "pending") for s in unit.suite.seeds}
             time.sleep(POLL_S)  # other workers run the last seeds; wait for them or their failure
             continue
         study.optimize(final, n_trials=1, catch=(Exception,))
@@ -365,66 +373,126 @@ def run_suite(
     device: str = "auto",
     data_dir: str | None = None,
     quiet: bool = False,
+    workers: int = 1,
 ) -> SuiteOutcome:
     """Tune, then train the final seeds of every (dataset, approach); failures are collected,
-    the rest goes on. Interrupting raises ``KeyboardInterrupt``; a re-run resumes."""
+    the rest goes on. Interrupting raises ``KeyboardInterrupt``; a re-run resumes. ``workers``
+    > 1 starts that many processes in all (each with ``1/workers`` of the CPU threads).
+
+    Any number of such calls (processes, machines) may share ``storage``: each pass over the
+    units takes whatever work is left; a unit whose remaining work is all taken by others is
+    visited again after the others, until every unit is done.
+    """
     for name in suite.datasets:  # a missing dataset stops the suite before any training
         load_dataset(name, data_dir=data_dir, split_seed=suite.split_seed)
     open_storage(storage)  # create the schema once
-    units = [
+    units = suite_units(suite, storage, device, data_dir)
+    total, done = planned_work(units)
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, torch.get_num_threads() // workers)
+    others = [
+        context.Process(target=_worker, args=(suite, storage, device, data_dir, threads))
+        for _ in range(workers - 1)
+    ]
+    for process in others:
+        process.start()
+    torch.set_num_threads(threads)
+    progress = Progress(total, done, quiet)
+    try:
+        return work_on(units, progress)
+    finally:
+        progress.close()
+        for process in others:
+            process.join()
+
+
+def suite_units(suite: Suite, storage: str, device: str, data_dir: str | None) -> list[Unit]:
+    return [
         Unit(suite, dataset, approach, storage, device, data_dir)
         for dataset in suite.datasets
         for approach in suite.approaches
     ]
-    total, done = planned_work(units)
-    progress = Progress(total, done, quiet)
+
+
+def work_on(units: list[Unit], progress: Progress) -> SuiteOutcome:
     outcome = SuiteOutcome()
-    try:
-        for unit in units:
-            run_unit(unit, progress, outcome)
-    finally:
-        progress.close()
+    pending = [UnitRun(unit, progress, outcome) for unit in units]
+    while pending:
+        pending = [run for run in pending if not run.step()]
+        if pending:
+            time.sleep(POLL_S)  # the rest is in other workers' hands: wait, look again
     return outcome
 
 
-def run_unit(unit: Unit, progress: Progress, outcome: SuiteOutcome) -> None:
-    trial_epochs, final_epochs = unit.epochs()
-    label = f"{unit.dataset} {unit.approach}"
-    counter = EpochCounter(progress)
+def _worker(suite: Suite, storage: str, device: str, data_dir: str | None, threads: int) -> None:
+    """An extra worker process of ``run_suite``: its log lines, no bar; Ctrl-C ends it quietly."""
+    torch.set_num_threads(threads)
+    units = suite_units(suite, storage, device, data_dir)
+    with contextlib.suppress(KeyboardInterrupt):
+        work_on(units, Progress(0, 0, quiet=True))
 
-    def trial_done(trial: optuna.trial.FrozenTrial) -> None:
-        counter.finish(trial_epochs)
+
+class UnitRun:
+    """One worker's view of a unit: tuning first, then the final seeds."""
+
+    def __init__(self, unit: Unit, progress: Progress, outcome: SuiteOutcome):
+        self.unit, self.progress, self.outcome = unit, progress, outcome
+        self.label = f"{unit.dataset} {unit.approach}"
+        self.trial_epochs, self.final_epochs = unit.epochs()
+        self.counter = EpochCounter(progress)
+        self.best: dict[str, Any] | None = None
+        self.source = ""
+
+    def trial_done(self, trial: optuna.trial.FrozenTrial) -> None:
+        self.counter.finish(self.trial_epochs)
         value = "-" if trial.value is None else f"{trial.value:.4f}"
-        progress.log(
-            f"tune  {label} trial {trial.number}: {trial.state.name.lower()}, "
+        self.progress.log(
+            f"tune  {self.label} trial {trial.number}: {trial.state.name.lower()}, "
             f"val seq acc {value} ({len(trial.intermediate_values)} epochs)"
         )
 
-    def seed_done(seed: int, state: str, detail: Any) -> None:
-        counter.finish(final_epochs)
+    def seed_done(self, seed: int, state: str, detail: Any) -> None:
+        self.counter.finish(self.final_epochs)
         if state == "complete":
-            progress.log(
-                f"final {label} seed {seed}: test seq acc {detail.test['seq_acc']:.4f}, "
+            self.progress.log(
+                f"final {self.label} seed {seed}: test seq acc {detail.test['seq_acc']:.4f}, "
                 f"CER {detail.test['cer']:.4f} ({detail.train_seconds:.0f} s)"
             )
         else:
-            progress.log(f"final {label} seed {seed}: FAILED: {detail}")
+            self.progress.log(f"final {self.label} seed {seed}: FAILED: {detail}")
 
-    try:
-        if unit.suite.trials:
-            work(unit.tune_config(), callbacks=(counter,), on_trial=trial_done)
-        best, source = unit.best_params()
-        progress.log(f"final {label}: parameters from {source}: {best or 'defaults'}")
-        states = run_finals(unit, best, callbacks=(counter,), on_done=seed_done)
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # one approach failing does not stop the suite
-        outcome.failures.append(f"{label}: {type(err).__name__}: {err}")
-        progress.log(f"FAILED {label}: {type(err).__name__}: {err}")
-        return
-    if failed := [s for s, state in states.items() if state == "failed"]:
-        outcome.failures.append(f"{label}: final training failed for seed(s) {failed}")
-    outcome.rows.append({"dataset": unit.dataset, "approach": unit.approach, "params": source})
+    def step(self) -> bool:
+        """Do the work that is free to take; returns whether the unit is finished."""
+        unit = self.unit
+        try:
+            if unit.suite.trials and self.best is None:
+                cfg = unit.tune_config()
+                if not work(cfg, callbacks=(self.counter,), on_trial=self.trial_done, wait=False):
+                    return False
+            if self.best is None:
+                self.best, self.source = unit.best_params()
+                self.progress.log(
+                    f"final {self.label}: parameters from {self.source}: {self.best or 'defaults'}"
+                )
+            states = run_finals(
+                unit, self.best, callbacks=(self.counter,), on_done=self.seed_done, wait=False
+            )
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # one approach failing does not stop the suite
+            self.outcome.failures.append(f"{self.label}: {type(err).__name__}: {err}")
+            self.progress.log(f"FAILED {self.label}: {type(err).__name__}: {err}")
+            return True
+        if "pending" in states.values():
+            return False
+        if failed := [s for s, state in states.items() if state == "failed"]:
+            self.outcome.failures.append(
+                f"{self.label}: final training failed for seed(s) {failed}"
+            )
+        self.outcome.rows.append(
+            {"dataset": unit.dataset, "approach": unit.approach, "params": self.source}
+        )
+        return True
 
 
 def summary_table(suite: Suite) -> pd.DataFrame:

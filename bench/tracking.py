@@ -84,6 +84,19 @@ def mlflow_run(
     end("FINISHED", "complete")
 
 
+def end_orphaned_runs(optuna_trial: str) -> None:
+    """End FAILED the still-running MLflow runs tagged ``optuna_trial`` (their worker died)."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    for run in mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.optuna_trial = '{optuna_trial}' and attributes.status = 'RUNNING'",
+        output_format="list",
+    ):
+        client.set_tag(run.info.run_id, "error", "worker died (its heartbeat stopped)")
+        client.set_terminated(run.info.run_id, "FAILED")
+
+
 def environment() -> dict[str, str]:
     return {
         "python": platform.python_version(),

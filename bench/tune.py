@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import hashlib
 import math
 import multiprocessing
 import os
@@ -23,12 +25,13 @@ from typing import Any
 
 import mlflow
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from bench.approaches import get_approach
 from bench.data import load_dataset
-from bench.tracking import train_tracked, use_experiment
+from bench.tracking import end_orphaned_runs, train_tracked, use_experiment
 from bench.train import NonFiniteLossError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -54,8 +57,20 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         url,
         heartbeat_interval=HEARTBEAT_S,
         grace_period=GRACE_S,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+        heartbeat_stale_trial_callback=retry_stale_trial,
     )
+
+
+def trial_key(study_name: str, number: int) -> str:
+    """Tags the MLflow run of a trial (``optuna_trial``), to find it from the study."""
+    return f"{study_name}#{number}"
+
+
+def retry_stale_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """A trial whose worker died (its heartbeat stopped): queued again with the same parameters,
+    and its MLflow run, which nobody will end, ended FAILED."""
+    optuna.storages.RetryFailedTrialCallback()(study, trial)
+    end_orphaned_runs(trial_key(study.study_name, trial.number))
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -145,35 +160,59 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
 
 
 class StorageLock:
-    """Serialises "count, then start a trial" between processes sharing a SQLite or journal file,
-    so that exactly ``trials`` trials start. ``release`` may be called more than once.
-    (Other databases: see issue 7's claim mechanism.)"""
+    """Serialises "count, then start a trial" between all processes sharing a storage, so that
+    exactly ``trials`` trials start: a file lock beside a SQLite or journal file, an advisory lock
+    in a PostgreSQL or MySQL server (held by a connection: a dead worker's lock goes with it).
+    ``release`` may be called more than once."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, name: str = "captcha-bench"):
         match = re.match(r"sqlite:///(.+)", url) or re.match(
             r"(?:journal:)?(.+\.(?:log|jsonl))$", url
         )
         self.path = Path(match.group(1)).with_suffix(".bench-lock") if match else None
+        self.url = None if match or url.startswith("sqlite") else url
+        self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        self.name = name[:64]
         self._handle = None
 
     def acquire(self) -> StorageLock:
-        if self.path is not None and self._handle is None:
+        if self._handle is not None:
+            return self
+        if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = self.path.open("w")
             fcntl.flock(self._handle, fcntl.LOCK_EX)
+        elif self.url is not None:
+            self._handle = server_engine(self.url).connect()
+            if self._handle.dialect.name == "postgresql":
+                self._handle.exec_driver_sql(f"SELECT pg_advisory_lock({self.key})")
+            elif self._handle.dialect.name in ("mysql", "mariadb"):
+                self._handle.exec_driver_sql("SELECT GET_LOCK(%s, -1)", (self.name,))
         return self
 
     def release(self) -> None:
-        if self._handle is not None:
+        if self._handle is None:
+            return
+        if self.path is not None:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+        elif self._handle.dialect.name == "postgresql":
+            self._handle.exec_driver_sql(f"SELECT pg_advisory_unlock({self.key})")
+        elif self._handle.dialect.name in ("mysql", "mariadb"):
+            self._handle.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (self.name,))
+        self._handle.close()
+        self._handle = None
 
     def __enter__(self) -> StorageLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@functools.cache
+def server_engine(url: str) -> sqlalchemy.Engine:
+    """One small connection pool per database server URL, for the advisory locks."""
+    return sqlalchemy.create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True)
 
 
 def create_study(cfg: TuneConfig, worker: int = 0) -> optuna.Study:
@@ -232,7 +271,8 @@ def parent_run(cfg: TuneConfig) -> str:
 
 
 def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
-    """Best value and parameters (as tags: they change while a study goes on) and the counts."""
+    """Best value and parameters (as tags: they change while a study goes on) and the counts;
+    the run ends with ``status`` unless that is RUNNING (others still work on the study)."""
     client = mlflow.MlflowClient()
     counts = trial_counts(study)
     metrics = {f"n_{k}": v for k, v in counts.items() if k != "running"}
@@ -246,7 +286,8 @@ def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
             client.set_tag(run_id, f"best.{key}", value)
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
-    client.set_terminated(run_id, status)
+    if status != "RUNNING":
+        client.set_terminated(run_id, status)
 
 
 def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tuple = ()) -> float:
@@ -280,7 +321,11 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
             callbacks=(*callbacks, report),
             log_model=False,
             progress=False,
-            tags={"trial": trial.number, "optuna_study": cfg.study},
+            tags={
+                "trial": trial.number,
+                "optuna_study": cfg.study,
+                "optuna_trial": trial_key(cfg.study, trial.number),
+            },
             run_name=f"trial {trial.number}",
             finished_on=(optuna.TrialPruned, NonFiniteLossError),
             state_tag="trial_state",
@@ -328,9 +373,12 @@ def work(
     worker: int = 0,
     callbacks: tuple = (),
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
-) -> None:
+    wait: bool = True,
+) -> bool:
     """A worker: take trials until the budget is used up (or the timeout passes). ``callbacks``
-    get every epoch's statistics, ``on_trial`` each trial this worker finished.
+    get every epoch's statistics, ``on_trial`` each trial this worker finished. Without ``wait``
+    it returns as soon as every remaining trial is claimed by others. Returns whether the
+    study's budget is finished.
 
     The study's first trial is the seed's defaults (with ``cfg.from_defaults``), so tuning never
     ends worse on validation than not tuning.
@@ -347,7 +395,7 @@ def work(
         unit="trial",
         disable=not cfg.progress or worker > 0,
     )
-    status = "FINISHED"
+    status = None
     try:
         while cfg.timeout is None or time.monotonic() - started < cfg.timeout:
             lock = StorageLock(cfg.storage).acquire()
@@ -359,8 +407,11 @@ def work(
                 bar.n = min(done, cfg.trials)
                 bar.refresh()
                 if done >= cfg.trials:
+                    status = "FINISHED"
                     break
                 if done + sum(t.state == TrialState.RUNNING for t in trials) >= cfg.trials:
+                    if not wait:
+                        break
                     lock.release()
                     time.sleep(POLL_S)  # others run the last trials; wait for them or their failure
                     continue
@@ -378,12 +429,15 @@ def work(
                 )
             finally:
                 lock.release()
+        else:
+            status = "FINISHED"  # timed out: this command is done with the study
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         bar.close()
-        summarize_parent(study, parent, status)
+        summarize_parent(study, parent, status or "RUNNING")
+    return sum(map(counted, study.get_trials(deepcopy=False))) >= cfg.trials
 
 
 def _work_in_process(cfg: TuneConfig, worker: int) -> None:

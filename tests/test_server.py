@@ -1,19 +1,9 @@
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
 
 from bench.data import load_dataset
 from bench.tracking import train_tracked
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import mlflow_server
 
 
 def call(base: str, path: str, body: dict | None = None) -> dict:
@@ -36,36 +26,7 @@ def test_mlflow_server_on_loopback_lists_the_runs(mlflow_store, tmp_path):
         log_model=False,
         progress=False,
     )
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            mlflow_store,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(base + "/health", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert server.poll() is None, "mlflow server exited"
-                assert time.monotonic() < deadline, "mlflow server did not start in 90 s"
-                time.sleep(0.5)
+    with mlflow_server(mlflow_store) as base:
         experiment = call(
             base,
             "/api/2.0/mlflow/experiments/get-by-name?experiment_name="
@@ -77,6 +38,3 @@ def test_mlflow_server_on_loopback_lists_the_runs(mlflow_store, tmp_path):
         assert [r["info"]["run_id"] for r in found] == [run_id]
         metrics = {m["key"]: m["value"] for m in found[0]["data"]["metrics"]}
         assert "test_seq_acc" in metrics and "val_cer" in metrics
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

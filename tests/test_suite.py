@@ -16,11 +16,9 @@ import pytest
 from optuna.trial import TrialState
 
 import bench.approaches.registry as registry
-from bench.approaches import get_approach
-from bench.approaches.registry import Approach
 from bench.suite import SuiteError, load_suite, run_suite
 from bench.tune import counted
-from tests.test_train import NaNModel
+from tests.test_train import nan_approach
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,17 +85,7 @@ def write_suite(tmp_path: Path, text: str) -> Path:
 
 
 def test_a_failing_approach_is_reported_and_the_rest_goes_on(tmp_path, monkeypatch, mlflow_store):
-    base = get_approach("lstm-columns")
-    nan = Approach(
-        name="nan",
-        seed="test",
-        codec="ctc",
-        summary="",
-        build=NaNModel,
-        train=dict(base.train),
-        model={},
-        search_space=lambda trial: {},
-    )
+    nan = nan_approach()
     monkeypatch.setitem(registry._REGISTRY, "nan", nan)
     suite = load_suite(
         write_suite(

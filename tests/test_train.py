@@ -99,18 +99,23 @@ class NaNModel(nn.Module):
         return torch.full((x.shape[0], 20, self.num_classes), math.nan) * self.scale
 
 
-def test_nan_loss_stops_training_with_a_clear_error():
+def nan_approach(**train) -> Approach:
+    """An approach (lstm-columns' training defaults) whose model only outputs NaN."""
     base = get_approach("lstm-columns")
-    nan = Approach(
+    return Approach(
         name="nan",
         seed="test",
         codec="ctc",
         summary="",
         build=NaNModel,
-        train=dict(base.train, height=32, width=96, epochs=2),
+        train=dict(base.train, **train),
         model={},
-        search_space=base.search_space,
+        search_space=lambda trial: {"lr": trial.suggest_float("lr", 1e-3, 1e-1)},
     )
+
+
+def test_nan_loss_stops_training_with_a_clear_error():
+    nan = nan_approach(height=32, width=96, epochs=2)
     with pytest.raises(NonFiniteLossError, match="nan: training loss is nan in epoch 1"):
         train(nan, load_dataset(TINY), progress=False)
 

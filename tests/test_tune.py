@@ -7,9 +7,8 @@ import bench.approaches.registry as registry
 import bench.train as train_module
 import bench.tune as tune_module
 from bench.approaches import get_approach
-from bench.approaches.registry import Approach
 from bench.tune import TuneConfig, counted, study_report, tune
-from tests.test_train import NaNModel
+from tests.test_train import nan_approach
 
 TINY = "synthetic:tiny,count=120"
 FIXED = {"height": 32, "width": 96, "hidden": 16, "epochs": 3}
@@ -85,17 +84,7 @@ def test_study_records_best_params_and_never_touches_the_test_split(
 
 
 def test_nan_loss_prunes_with_the_reason_and_errors_fail_only_their_trial(tmp_path, monkeypatch):
-    base = get_approach("lstm-columns")
-    nan = Approach(
-        name="nan",
-        seed="test",
-        codec="ctc",
-        summary="",
-        build=NaNModel,
-        train=dict(base.train, height=32, width=96),
-        model={},
-        search_space=lambda trial: {"lr": trial.suggest_float("lr", 1e-3, 1e-1)},
-    )
+    nan = nan_approach(height=32, width=96)
     monkeypatch.setitem(registry._REGISTRY, "nan", nan)
     cfg = TuneConfig(
         approach="nan",
