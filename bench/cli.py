@@ -243,7 +243,16 @@ def add_training_options(p: argparse.ArgumentParser, set_help: str) -> None:
         "--data-dir", type=Path, help="folder holding datasets (else $BENCH_DATA_DIR, the cache)"
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_compile_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_compile_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model for training steps (sets BENCH_COMPILE=1)",
+    )
 
 
 def overrides_from(args: argparse.Namespace, *approaches: str) -> dict[str, Any]:
@@ -349,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Optuna storage (default: $BENCH_OPTUNA_STORAGE, else sqlite:///optuna.db)",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_compile_option(p)
     p.add_argument(
         "--data-dir", type=Path, help="folder holding datasets (else $BENCH_DATA_DIR, the cache)"
     )
@@ -420,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our bars suffice
+    if getattr(args, "compile", False):
+        os.environ["BENCH_COMPILE"] = "1"  # worker processes inherit it
     try:
         code = args.func(args)
     except USER_ERRORS as err:

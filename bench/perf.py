@@ -116,14 +116,16 @@ def measure(
         for _ in range(steps + 2)
     ]
 
-    def real_train(i: int) -> None:
-        idx = batches[i]
-        train_step(model, optimizer, codec, batcher(idx, train=True), run.targets[idx], cfg)
+    def step(x: torch.Tensor, idx: torch.Tensor) -> None:
+        train_step(run.step_model, optimizer, codec, x, run.targets[idx], cfg)
 
-    staged_x, staged_y = batcher(batches[0], train=True), run.targets[batches[0]]
+    def real_train(i: int) -> None:
+        step(batcher(batches[i], train=True), batches[i])
+
+    staged = batcher(batches[0], train=True)
 
     def pure_train(_: int) -> None:
-        train_step(model, optimizer, codec, staged_x, staged_y, cfg)
+        step(staged, batches[0])
 
     model.train()
     real_train_s = timed(dev, steps, real_train)
@@ -162,8 +164,7 @@ def measure(
         except StopIteration:
             loader_batches = iter(loader)
             x, i = next(loader_batches)
-        idx = run.split.train[i].to(dev)
-        train_step(model, optimizer, codec, x.to(dev), run.targets[idx], cfg)
+        step(x.to(dev, non_blocking=True), run.split.train[i].to(dev))
 
     seed_style_s = timed(dev, steps, seed_style)
 
@@ -171,7 +172,7 @@ def measure(
     started = time.perf_counter()  # one real epoch: every training batch, then validation
     order = train_idx[torch.randperm(len(train_idx), generator=generator).to(dev)][: run.n_train]
     for idx in order.split(batch):
-        train_step(model, optimizer, codec, batcher(idx, train=True), run.targets[idx], cfg)
+        step(batcher(idx, train=True), idx)
     evaluate(model, codec, batcher, run.store, run.targets, run.split.val, dev)
     sync(dev)
     epoch_s = time.perf_counter() - started

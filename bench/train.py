@@ -144,7 +144,9 @@ class Batcher:
             return torch.tensor(values, device=device, dtype=torch.float32).view(1, -1, 1, 1)
 
         return cls(
-            images=store.images.to(device, non_blocking=True),
+            images=(store.images.pin_memory() if device.type == "cuda" else store.images).to(
+                device, non_blocking=True
+            ),
             mean=stat(cfg.mean),
             std=stat(cfg.std),
             channels_last=device.type == "cuda",
@@ -284,6 +286,7 @@ class Prepared:
     codec: Codec
     targets: Any
     model: nn.Module
+    step_model: nn.Module  # the model for training steps: ``torch.compile``d with $BENCH_COMPILE
     params: int
     flops: int
     batcher: Batcher
@@ -298,7 +301,8 @@ def prepare(
     overrides: Mapping[str, Any] | None = None,
     device: str = "auto",
 ) -> Prepared:
-    """Data store on the device, codec, model (channels_last on CUDA), batching arithmetic."""
+    """Data store on the device, codec, model (channels_last on CUDA; compiled for training
+    steps when ``$BENCH_COMPILE`` is set), batching arithmetic."""
     hp = approach.resolve(overrides)
     cfg = TrainConfig.from_hparams(hp)
     dev = resolve_device(device)
@@ -330,6 +334,7 @@ def prepare(
         codec=codec,
         targets=codec.encode(store.labels).to(dev),
         model=model,
+        step_model=torch.compile(model) if os.environ.get("BENCH_COMPILE") else model,
         params=sum(p.numel() for p in model.parameters()),
         flops=flops,
         batcher=Batcher.create(store, cfg, dev),
@@ -418,7 +423,8 @@ def train(
         perm = split.train[torch.randperm(len(split.train), generator=order_rng)].to(dev)
         loss_sum = torch.zeros((), device=dev)
         for idx in perm[:n_train].split(batch_size):
-            loss = train_step(model, optimizer, codec, batcher(idx, train=True), targets[idx], cfg)
+            x = batcher(idx, train=True)
+            loss = train_step(run.step_model, optimizer, codec, x, targets[idx], cfg)
             if isinstance(schedule, torch.optim.lr_scheduler.OneCycleLR):
                 schedule.step()
             loss_sum += loss.detach()
