@@ -127,6 +127,7 @@ def test_every_section_is_present(report):
         assert heading in report
     assert report.count("<svg") >= 6
     assert "data:image/png;base64," in report  # the misread gallery, embedded
+    assert "Every approach had the same tuning budget: 3 trials of 1 epoch," in report
 
 
 def test_report_needs_nothing_else_to_be_viewed(report):

@@ -243,12 +243,7 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
         section = {
             "name": study_name,
             "approach": record.get("tags.approach"),
-            "budget": f"{record.get('params.trials')} trials"
-            + (
-                f" of {record['params.fixed.epochs']} epochs"
-                if isinstance(record.get("params.fixed.epochs"), str)
-                else " of the approach's own epochs"
-            ),
+            "budget": budget(record),
             "counts": frame.state.value_counts().to_dict(),
             "best": best,
             "best_value": record.get("metrics.best_value"),
@@ -267,6 +262,17 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
             section["note"] = f"parameter importances unavailable ({type(err).__name__}: {err})"
         sections.append(section)
     return sections
+
+
+def budget(study: dict[str, Any]) -> str:
+    """ "20 trials of 10 epochs" from a study run's params."""
+    epochs = study.get("params.fixed.epochs")
+    each = (
+        f"{epochs} epoch{'' if epochs == '1' else 's'}"
+        if isinstance(epochs, str)
+        else "the approach's own epochs"
+    )
+    return f"{study.get('params.trials')} trials of {each}"
 
 
 def provenance(comparison: Comparison, runs: pd.DataFrame) -> dict[str, Any]:
