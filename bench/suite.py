@@ -286,8 +286,7 @@ def run_finals(
         return result.test["seq_acc"]
 
     while True:
-        if isinstance(study._storage, optuna.storages.RDBStorage):
-            optuna.storages.fail_stale_trials(study)  # a dead worker's seed is queued again
+        optuna.storages.fail_stale_trials(study)  # a dead worker's seed is queued again
         states = seed_states(study)
         if all(states.get(s) in ("complete", "failed") for s in unit.suite.seeds):
             return {s: states[s] for s in unit.suite.seeds}

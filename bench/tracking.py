@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +41,11 @@ def tracking_uri() -> str:
 def use_experiment(name: str) -> str:
     """Point MLflow at the tracking store and experiment ``name``; returns its id."""
     mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.set_experiment(name).experiment_id
+    try:
+        return mlflow.set_experiment(name).experiment_id
+    except mlflow.exceptions.MlflowException:  # another worker created it at the same moment
+        time.sleep(1)
+        return mlflow.set_experiment(name).experiment_id
 
 
 @contextmanager
@@ -93,6 +98,8 @@ def end_orphaned_runs(optuna_trial: str) -> None:
         filter_string=f"tags.optuna_trial = '{optuna_trial}' and attributes.status = 'RUNNING'",
         output_format="list",
     ):
+        state_tag = "trial_state" if "optuna_study" in run.data.tags else "final_state"
+        client.set_tag(run.info.run_id, state_tag, "failed")
         client.set_tag(run.info.run_id, "error", "worker died (its heartbeat stopped)")
         client.set_terminated(run.info.run_id, "FAILED")
 

@@ -53,12 +53,24 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("journal:") or url.endswith((".log", ".jsonl")):
         path = url.removeprefix("journal:")
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=HEARTBEAT_S,
-        grace_period=GRACE_S,
-        heartbeat_stale_trial_callback=retry_stale_trial,
-    )
+
+    def connect() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=retry_stale_trial,
+        )
+
+    if url in _SCHEMA_READY:
+        return connect()
+    with StorageLock(url):  # workers starting together must not all create the schema
+        storage = connect()
+    _SCHEMA_READY.add(url)
+    return storage
+
+
+_SCHEMA_READY: set[str] = set()
 
 
 def trial_key(study_name: str, number: int) -> str:
@@ -69,7 +81,7 @@ def trial_key(study_name: str, number: int) -> str:
 def retry_stale_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """A trial whose worker died (its heartbeat stopped): queued again with the same parameters,
     and its MLflow run, which nobody will end, ended FAILED."""
-    optuna.storages.RetryFailedTrialCallback()(study, trial)
+    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, trial)
     end_orphaned_runs(trial_key(study.study_name, trial.number))
 
 
@@ -400,8 +412,7 @@ def work(
         while cfg.timeout is None or time.monotonic() - started < cfg.timeout:
             lock = StorageLock(cfg.storage).acquire()
             try:
-                if isinstance(study._storage, optuna.storages.RDBStorage):
-                    optuna.storages.fail_stale_trials(study)
+                optuna.storages.fail_stale_trials(study)  # no-op without heartbeats
                 trials = study.get_trials(deepcopy=False)
                 done = sum(map(counted, trials))
                 bar.n = min(done, cfg.trials)

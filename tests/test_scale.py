@@ -146,8 +146,11 @@ def test_three_workers_share_a_suite_and_do_everything_once(postgres, tmp_path):
         check_done_once(storage, tracking)
         logs = "".join(outputs)
         # every unit was done by some worker, none twice
-        units = [line for line in logs.splitlines() if line.startswith(("tune ", "final "))]
-        finished = [u for u in units if "test seq acc" in u or "trial" in u]
+        finished = [
+            line.split(": ")[0]
+            for line in logs.splitlines()
+            if line.startswith("tune ") or (line.startswith("final ") and "test seq acc" in line)
+        ]
         assert len(finished) == len(set(finished)) == 2 * (2 + 2)
 
 
@@ -157,13 +160,14 @@ def test_a_killed_workers_trial_is_picked_up_by_another(postgres, tmp_path, monk
         victim = worker(storage, tracking)
         study = "smoke/synthetic:tiny,count=120/lstm-columns"
         deadline = time.monotonic() + 300
-        while True:  # kill it (no chance to clean up) while it runs its first trial
+        client = mlflow.MlflowClient(tracking)
+        while True:  # kill it (no chance to clean up) while its first trial's run is running
             assert victim.poll() is None and time.monotonic() < deadline
-            try:
-                trials = optuna.load_study(study_name=study, storage=storage).trials
-            except KeyError:
-                trials = []
-            if any(t.state == TrialState.RUNNING for t in trials):
+            running = client.search_runs(
+                [e.experiment_id for e in client.search_experiments()],
+                f"tags.optuna_trial = '{study}#0' and attributes.status = 'RUNNING'",
+            )
+            if running:
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 break
@@ -178,7 +182,6 @@ def test_a_killed_workers_trial_is_picked_up_by_another(postgres, tmp_path, monk
         retry = [t for t in trials if t.system_attrs.get("failed_trial") == dead[0].number]
         assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
         assert retry[0].params == dead[0].params
-        client = mlflow.MlflowClient(tracking)
         killed = client.search_runs(
             [client.get_experiment_by_name("smoke").experiment_id],
             f"tags.optuna_trial = '{study}#{dead[0].number}'",

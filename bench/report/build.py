@@ -9,6 +9,7 @@ import itertools
 import math
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -256,7 +257,9 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
             import optuna
 
             loaded = optuna.load_study(study_name=study_name, storage=storage)
-            values = optuna.importance.get_param_importances(loaded)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "importances will be equal" with few trials
+                values = optuna.importance.get_param_importances(loaded)
             section["importances_svg"] = figures.importances(values) if values else None
         except Exception as err:  # the storage may be elsewhere or hold too few trials
             section["note"] = f"parameter importances unavailable ({type(err).__name__}: {err})"

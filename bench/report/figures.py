@@ -86,6 +86,14 @@ def learning_curves(curves: pd.DataFrame) -> str:
     return svg(figure)
 
 
+STATE_COLOURS = {
+    "complete": "#2874a6",
+    "pruned": "#aaa",
+    "failed": "#c0392b",
+    "interrupted": "#e67e22",
+}
+
+
 def optimization_history(trials: pd.DataFrame) -> str:
     """Each trial's final validation accuracy and the best so far, coloured by its state."""
     figure, ax = plt.subplots(figsize=(6.5, 3.4))
@@ -96,12 +104,7 @@ def optimization_history(trials: pd.DataFrame) -> str:
         hue="state",
         ax=ax,
         s=50,
-        palette={
-            "complete": "#2874a6",
-            "pruned": "#aaa",
-            "failed": "#c0392b",
-            "interrupted": "#e67e22",
-        },
+        palette={state: STATE_COLOURS.get(state, "#7f8c8d") for state in trials.state.unique()},
     )
     done = trials[trials.state == "complete"].sort_values("trial")
     if not done.empty:
