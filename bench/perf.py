@@ -36,6 +36,7 @@ from bench.train import (
 )
 
 TRAIN_FLOPS_FACTOR = 3  # backward costs about twice the forward pass
+ROUNDS = 3
 
 
 def sync(device: torch.device) -> None:
@@ -53,6 +54,22 @@ def timed(device: torch.device, steps: int, step: Callable[[int], None], warmup:
         step(warmup + i)
     sync(device)
     return (time.perf_counter() - started) / steps
+
+
+def timed_pair(
+    device: torch.device,
+    steps: int,
+    real: Callable[[int], None],
+    pure: Callable[[int], None],
+    rounds: int = ROUNDS,
+) -> tuple[float, float]:
+    """Seconds per step of ``real`` and ``pure``, measured in alternating rounds, best round of
+    each: the two see the same machine state, and a slow moment does not decide the ratio."""
+    times: dict[str, list[float]] = {"real": [], "pure": []}
+    for round_ in range(rounds):
+        for name, step in (("real", real), ("pure", pure)):
+            times[name].append(timed(device, steps, step, warmup=2 if round_ == 0 else 0))
+    return min(times["real"]), min(times["pure"])
 
 
 def matmul_peak(device: torch.device, size: int = 2048) -> float:
@@ -120,7 +137,8 @@ def measure(
         train_step(run.step_model, optimizer, codec, x, run.targets[idx], cfg)
 
     def real_train(i: int) -> None:
-        step(batcher(batches[i], train=True), batches[i])
+        idx = batches[i % len(batches)]
+        step(batcher(idx, train=True), idx)
 
     staged = batcher(batches[0], train=True)
 
@@ -128,8 +146,7 @@ def measure(
         step(staged, batches[0])
 
     model.train()
-    real_train_s = timed(dev, steps, real_train)
-    pure_train_s = timed(dev, steps, pure_train)
+    real_train_s, pure_train_s = timed_pair(dev, steps, real_train, pure_train)
 
     eval_idx = run.split.test.to(dev)[: min(EVAL_BATCH, len(run.split.test))]
     staged_eval = batcher(eval_idx)
@@ -142,8 +159,9 @@ def measure(
             model(x)
 
     model.eval()
-    real_eval_s = timed(dev, steps, lambda _: forward(batcher(eval_idx)))
-    pure_eval_s = timed(dev, steps, lambda _: forward(staged_eval))
+    real_eval_s, pure_eval_s = timed_pair(
+        dev, steps, lambda _: forward(batcher(eval_idx)), lambda _: forward(staged_eval)
+    )
 
     by_name = dict(zip((p.name for p in dataset.source.files), dataset.source.files, strict=True))
     paths = [by_name[run.store.files[i]] for i in run.split.train.tolist()]
