@@ -243,7 +243,6 @@ def run_finals(
     """Train every pending seed of ``unit`` with ``best``; returns each seed's state. Without
     ``wait`` it returns as soon as every remaining seed is claimed by other workers."""
     study = unit.final_study()
-    dataset = load_dataset(unit.dataset, data_dir=unit.data_dir, split_seed=unit.suite.split_seed)
     overrides = unit.suite.final_overrides(best)
 
     def final(trial: optuna.Trial) -> float:
@@ -251,7 +250,10 @@ def run_finals(
         if seed is None or seed_states(study).get(seed) == "complete":
             trial.set_user_attr("spare", True)
             raise SpareTrial
-        try:
+        try:  # the dataset is loaded (and fingerprinted) only for a seed this worker trains
+            dataset = load_dataset(
+                unit.dataset, data_dir=unit.data_dir, split_seed=unit.suite.split_seed
+            )
             result, run_id = train_tracked(
                 unit.approach,
                 dataset,
