@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_training_options(p, "override a hyperparameter of every approach")
     p.add_argument("--batch-size", type=int, help="batch size (default: each approach's own)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument(
         "--loader-workers", type=int, default=0, help="DataLoader workers of the seeds' loop"
     )

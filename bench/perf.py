@@ -11,6 +11,7 @@ memory, and achieved FLOP/s against a matrix-multiply peak measured on the same 
 from __future__ import annotations
 
 import resource
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,7 @@ from bench.train import (
 )
 
 TRAIN_FLOPS_FACTOR = 3  # backward costs about twice the forward pass
-ROUNDS = 3
+CUDA_ROUNDS = 5
 
 
 def sync(device: torch.device) -> None:
@@ -44,32 +45,39 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(device: torch.device, steps: int, step: Callable[[int], None], warmup: int = 2) -> float:
-    """Seconds per call of ``step`` (after ``warmup`` calls), synchronised on CUDA."""
+def timed(
+    device: torch.device, steps: int, step: Callable[[int], None], warmup: int = 2, first: int = 0
+) -> float:
+    """Seconds per call of ``step(first + i)`` (after ``warmup`` calls), synchronised on CUDA."""
     for i in range(warmup):
         step(i)
     sync(device)
     started = time.perf_counter()
-    for i in range(steps):
+    for i in range(first, first + steps):
         step(warmup + i)
     sync(device)
     return (time.perf_counter() - started) / steps
 
 
-def timed_pair(
-    device: torch.device,
-    steps: int,
-    real: Callable[[int], None],
-    pure: Callable[[int], None],
-    rounds: int = ROUNDS,
-) -> tuple[float, float]:
-    """Seconds per step of ``real`` and ``pure``, measured in alternating rounds, best round of
-    each: the two see the same machine state, and a slow moment does not decide the ratio."""
-    times: dict[str, list[float]] = {"real": [], "pure": []}
+def timed_rounds(
+    device: torch.device, steps: int, steps_by_name: dict[str, Callable[[int], None]]
+) -> dict[str, float]:
+    """Seconds per step of each callable, median over alternating rounds (a, b, c, a, b, c, ...).
+
+    All see the same machine state and a slow moment (another process, a busy neighbour of a
+    virtual machine) does not decide a ratio. On CPU a round is one step (``steps`` rounds); on
+    CUDA, where a per-step synchronisation would stall the queue, it is ``steps`` steps
+    (``CUDA_ROUNDS`` rounds).
+    """
+    per_round, rounds = (steps, CUDA_ROUNDS) if device.type == "cuda" else (1, steps)
+    for step in steps_by_name.values():  # warm-up
+        step(0)
+        step(1)
+    times: dict[str, list[float]] = {name: [] for name in steps_by_name}
     for round_ in range(rounds):
-        for name, step in (("real", real), ("pure", pure)):
-            times[name].append(timed(device, steps, step, warmup=2 if round_ == 0 else 0))
-    return min(times["real"]), min(times["pure"])
+        for name, step in steps_by_name.items():
+            times[name].append(timed(device, per_round, step, warmup=0, first=round_ * per_round))
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def matmul_peak(device: torch.device, size: int = 2048) -> float:
@@ -140,13 +148,35 @@ def measure(
         idx = batches[i % len(batches)]
         step(batcher(idx, train=True), idx)
 
-    staged = batcher(batches[0], train=True)
+    staged = [batcher(idx, train=True) for idx in batches]  # the same batches, made beforehand
 
-    def pure_train(_: int) -> None:
-        step(staged, batches[0])
+    def pure_train(i: int) -> None:
+        step(staged[i % len(batches)], batches[i % len(batches)])
+
+    by_name = dict(zip((p.name for p in dataset.source.files), dataset.source.files, strict=True))
+    paths = [by_name[run.store.files[i]] for i in run.split.train.tolist()]
+    loader = torch.utils.data.DataLoader(
+        SeedStyleImages(paths, run),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=loader_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
+    loader_batches = iter(loader)
+
+    def seed_style(_: int) -> None:
+        nonlocal loader_batches
+        try:
+            x, i = next(loader_batches)
+        except StopIteration:
+            loader_batches = iter(loader)
+            x, i = next(loader_batches)
+        step(x.to(dev, non_blocking=True), run.split.train[i].to(dev))
 
     model.train()
-    real_train_s, pure_train_s = timed_pair(dev, steps, real_train, pure_train)
+    train_s = timed_rounds(
+        dev, steps, {"real": real_train, "pure": pure_train, "seed_style": seed_style}
+    )
 
     eval_idx = run.split.test.to(dev)[: min(EVAL_BATCH, len(run.split.test))]
     staged_eval = batcher(eval_idx)
@@ -159,32 +189,12 @@ def measure(
             model(x)
 
     model.eval()
-    real_eval_s, pure_eval_s = timed_pair(
-        dev, steps, lambda _: forward(batcher(eval_idx)), lambda _: forward(staged_eval)
+    eval_s = timed_rounds(
+        dev,
+        steps,
+        {"real": lambda _: forward(batcher(eval_idx)), "pure": lambda _: forward(staged_eval)},
     )
-
-    by_name = dict(zip((p.name for p in dataset.source.files), dataset.source.files, strict=True))
-    paths = [by_name[run.store.files[i]] for i in run.split.train.tolist()]
-    loader = torch.utils.data.DataLoader(
-        SeedStyleImages(paths, run),
-        batch_size=batch,
-        shuffle=True,
-        num_workers=loader_workers,
-        generator=torch.Generator().manual_seed(0),
-    )
-    loader_batches = iter(loader)
     model.train()
-
-    def seed_style(_: int) -> None:
-        nonlocal loader_batches
-        try:
-            x, i = next(loader_batches)
-        except StopIteration:
-            loader_batches = iter(loader)
-            x, i = next(loader_batches)
-        step(x.to(dev, non_blocking=True), run.split.train[i].to(dev))
-
-    seed_style_s = timed(dev, steps, seed_style)
 
     sync(dev)
     started = time.perf_counter()  # one real epoch: every training batch, then validation
@@ -196,20 +206,20 @@ def measure(
     epoch_s = time.perf_counter() - started
 
     inference = measure_inference(model, batcher, run.split.test, dev)
-    train_img_s, eval_img_s = batch / real_train_s, len(eval_idx) / real_eval_s
+    train_img_s, eval_img_s = batch / train_s["real"], len(eval_idx) / eval_s["real"]
     achieved = run.flops * TRAIN_FLOPS_FACTOR * train_img_s
     return {
         "approach": name,
         "device": str(dev),
         "batch_size": batch,
         "train_img_s": train_img_s,
-        "train_pure_img_s": batch / pure_train_s,
-        "train_efficiency": pure_train_s / real_train_s,
+        "train_pure_img_s": batch / train_s["pure"],
+        "train_efficiency": train_s["pure"] / train_s["real"],
         "eval_img_s": eval_img_s,
-        "eval_pure_img_s": len(eval_idx) / pure_eval_s,
-        "eval_efficiency": pure_eval_s / real_eval_s,
-        "seed_style_img_s": batch / seed_style_s,
-        "speedup_vs_seed_style": seed_style_s / real_train_s,
+        "eval_pure_img_s": len(eval_idx) / eval_s["pure"],
+        "eval_efficiency": eval_s["pure"] / eval_s["real"],
+        "seed_style_img_s": batch / train_s["seed_style"],
+        "speedup_vs_seed_style": train_s["seed_style"] / train_s["real"],
         "epoch_s": epoch_s,
         "latency_ms_p50": inference["latency_ms_p50"],
         "latency_ms_p95": inference["latency_ms_p95"],
