@@ -80,3 +80,29 @@ def test_perf_refuses_an_unknown_output_format(tmp_path):
 
     with pytest.raises(ValueError, match="json or .csv"):
         write(pd.DataFrame([{"a": 1}]), tmp_path / "perf.txt")
+
+
+def test_timed_rounds_interleaves_one_step_a_round_on_cpu_and_takes_medians(monkeypatch):
+    import torch
+
+    from bench import perf
+
+    now = [0.0]
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(perf.time, "perf_counter", lambda: now[0])
+    real_durations = [100, 100, 5, 1, 9, 3]  # two warm-up steps, then four timed ones
+
+    def real(i: int) -> None:
+        calls.append(("real", i))
+        now[0] += real_durations[sum(name == "real" for name, _ in calls) - 1]
+
+    def pure(i: int) -> None:
+        calls.append(("pure", i))
+        now[0] += 2
+
+    result = perf.timed_rounds(torch.device("cpu"), 4, {"real": real, "pure": pure})
+    warmup, timed = calls[:4], calls[4:]
+    assert warmup == [("real", 0), ("real", 1), ("pure", 0), ("pure", 1)]
+    assert [name for name, _ in timed] == ["real", "pure"] * 4  # alternating, one step a round
+    assert [i for name, i in timed if name == "real"] == [0, 1, 2, 3]  # a new batch each round
+    assert result == {"real": 4.0, "pure": 2.0}  # medians of (5, 1, 9, 3) and (2, 2, 2, 2)
