@@ -48,7 +48,8 @@ def sync(device: torch.device) -> None:
 def timed(
     device: torch.device, steps: int, step: Callable[[int], None], warmup: int = 2, first: int = 0
 ) -> float:
-    """Seconds per call of ``step(first + i)`` (after ``warmup`` calls), synchronised on CUDA."""
+    """Seconds per timed call of ``step``, synchronised on CUDA: ``step(0 .. warmup - 1)`` untimed,
+    then ``steps`` timed calls from ``step(warmup + first)`` on (the index picks the batch)."""
     for i in range(warmup):
         step(i)
     sync(device)
