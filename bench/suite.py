@@ -10,6 +10,7 @@ share a suite, and a re-run of the same command redoes nothing that finished.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import multiprocessing
 import time
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 from bench.approaches import get_approach, list_approaches
 from bench.config import cache_dir
-from bench.data import load_dataset
+from bench.data import Dataset, load_dataset
 from bench.tracking import train_tracked
 from bench.tune import (
     POLL_S,
@@ -245,18 +246,19 @@ def run_finals(
     study = unit.final_study()
     overrides = unit.suite.final_overrides(best)
 
+    @functools.cache
+    def dataset() -> Dataset:  # loaded (and fingerprinted) once, and only if this worker trains
+        return load_dataset(unit.dataset, data_dir=unit.data_dir, split_seed=unit.suite.split_seed)
+
     def final(trial: optuna.Trial) -> float:
         seed = trial.user_attrs.get("seed")
         if seed is None or seed_states(study).get(seed) == "complete":
             trial.set_user_attr("spare", True)
             raise SpareTrial
-        try:  # the dataset is loaded (and fingerprinted) only for a seed this worker trains
-            dataset = load_dataset(
-                unit.dataset, data_dir=unit.data_dir, split_seed=unit.suite.split_seed
-            )
+        try:
             result, run_id = train_tracked(
                 unit.approach,
-                dataset,
+                dataset(),
                 overrides,
                 seed=seed,
                 device=unit.device,
