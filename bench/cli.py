@@ -302,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="train several approaches on one dataset, write a table",
         description="Train each approach (and seed) on the same split; results go to "
-        "OUT/<approach>-seed<S>.json and the table to OUT/results.csv and "
-        "OUT/results.md. Finished results are kept: a re-run resumes.",
+        "OUT/<approach>-<dataset>-seed<S>.json and the table to OUT/results.csv and "
+        "OUT/results.md. Finished results are kept: a re-run of the same settings resumes; "
+        "other settings over a kept result are refused.",
     )
     p.add_argument(
         "--approach", nargs="+", default=list_approaches(), help="approaches (default: all)"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
+from bench.approaches import get_approach
 from bench.config import cache_dir
 from bench.data import Dataset
 from bench.tracking import cpu_name, train_tracked
@@ -46,6 +48,28 @@ def save_result(result: TrainResult, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def result_path(out: Path, name: str, dataset: str, seed: int) -> Path:
+    """``OUT/<approach>-<dataset>-seed<S>.json``; the dataset name made file-safe."""
+    return out / f"{name}-{re.sub(r'[^A-Za-z0-9.]+', '-', dataset).strip('-')}-seed{seed}.json"
+
+
+def check_same_run(path: Path, hparams: dict[str, Any], dataset: Dataset) -> None:
+    """A kept result is reused only for the same hyperparameters, data and split; else say what
+    differs. Keys the kept result does not record (added to the code after it ran) are not
+    compared."""
+    record = json.loads(path.read_text())
+    kept = {**record["hparams"], **{k: record["data"][k] for k in ("fingerprint", "split_seed")}}
+    asked = {**hparams, "fingerprint": dataset.source.fingerprint, "split_seed": dataset.split_seed}
+    wanted = json.loads(json.dumps(asked, default=str))
+    differ = sorted(k for k in kept if kept[k] != wanted.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: kept {kept[k]!r}, asked {wanted.get(k)!r}" for k in differ)
+        raise ValueError(
+            f"{path} holds a result of other settings ({shown}); "
+            "remove it or write to another --out"
+        )
+
+
 def train_and_record(
     name: str,
     dataset: Dataset,
@@ -59,26 +83,28 @@ def train_and_record(
 ) -> Path:
     """Train (tracked in MLflow, experiment ``experiment``) unless ``out`` already holds this
     result; per-epoch checkpoints make an interrupted training resumable."""
-    path = out / f"{name}-seed{seed}.json"
-    if not path.exists():
-        result, _ = train_tracked(
-            name,
-            dataset,
-            overrides,
-            seed=seed,
-            device=device,
-            experiment=experiment,
-            suite=suite,
-            progress=progress,
-            log_model=False,
-            checkpoint_dir=cache_dir() / "checkpoints",
-        )
-        save_result(result, path)
-        print(
-            f"{name} seed {seed}: test seq acc {result.test['seq_acc']:.4f}, "
-            f"CER {result.test['cer']:.4f} ({result.train_seconds:.0f} s)",
-            flush=True,
-        )
+    path = result_path(out, name, dataset.name, seed)
+    if path.exists():
+        check_same_run(path, get_approach(name).resolve(overrides), dataset)
+        return path
+    result, _ = train_tracked(
+        name,
+        dataset,
+        overrides,
+        seed=seed,
+        device=device,
+        experiment=experiment,
+        suite=suite,
+        progress=progress,
+        log_model=False,
+        checkpoint_dir=cache_dir() / "checkpoints",
+    )
+    save_result(result, path)
+    print(
+        f"{name} seed {seed}: test seq acc {result.test['seq_acc']:.4f}, "
+        f"CER {result.test['cer']:.4f} ({result.train_seconds:.0f} s)",
+        flush=True,
+    )
     return path
 
 
@@ -88,7 +114,7 @@ def write_table(out: Path) -> pd.DataFrame:
     if not records:
         raise FileNotFoundError(f"no results in {out}")
     frame = pd.DataFrame(records).reindex(columns=TABLE_COLUMNS)
-    frame["dataset"] = records[0]["data"]["dataset"]
+    frame["dataset"] = [record["data"]["dataset"] for record in records]
     frame.to_csv(out / "results.csv", index=False)
     shown = frame.assign(
         test_seq_acc=frame.test_seq_acc.map("{:.2%}".format),

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from bench.approaches import list_approaches
@@ -130,3 +131,18 @@ def test_compare_tracks_tables_reports_and_resumes(tmp_path, mlflow_store, capsy
     assert len(client.search_runs([experiment])) == 2
     assert main(argv) == 0  # everything is done: nothing is trained again
     assert len(client.search_runs([experiment])) == 2
+    capsys.readouterr()
+
+    def changed(flag: str, value: str) -> list[str]:
+        at = argv.index(flag) + 1
+        return [*argv[:at], value, *argv[at + 1 :]]
+
+    assert main(changed("--epochs", "2")) == 2  # a kept result of other settings: refused
+    err = capsys.readouterr().err
+    assert "lstm-columns-synthetic-tiny-count-120-seed0.json holds a result of other" in err
+    assert "(epochs: kept 1, asked 2)" in err
+    assert main(changed("--dataset", "synthetic:tiny,count=100")) == 0
+    table = pd.read_csv(tmp_path / "out" / "results.csv")  # another dataset: rows of its own
+    assert (
+        sorted(table.dataset) == ["synthetic:tiny,count=100"] * 2 + ["synthetic:tiny,count=120"] * 2
+    )
