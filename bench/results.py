@@ -30,6 +30,7 @@ TABLE_COLUMNS = [
     "img_per_s",
     "device",
     "threads",
+    "dataset",
 ]
 
 
@@ -114,7 +115,6 @@ def write_table(out: Path) -> pd.DataFrame:
     if not records:
         raise FileNotFoundError(f"no results in {out}")
     frame = pd.DataFrame(records).reindex(columns=TABLE_COLUMNS)
-    frame["dataset"] = [record["data"]["dataset"] for record in records]
     frame.to_csv(out / "results.csv", index=False)
     shown = frame.assign(
         test_seq_acc=frame.test_seq_acc.map("{:.2%}".format),
