@@ -1,4 +1,5 @@
-"""Command line: ``python -m bench list | train | compare | tune | run | predict | report``."""
+"""Command line: ``python -m bench list | train | compare | tune | run | perf | predict | report |
+cache``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from bench.codecs import LabelError
 from bench.config import cache_dir
 from bench.data import DataError, load_dataset
 from bench.report.data import ReportError
+from bench.spec import PRECISIONS, make_spec, resolve_device
 from bench.train import NonFiniteLossError
 
 # errors caused by what the user asked for: printed as one line, not a traceback
@@ -45,18 +47,31 @@ def cmd_list(args: argparse.Namespace) -> None:
         rows.append(
             (
                 name,
-                approach.seed,
+                approach.source,
                 approach.codec,
                 f"{c}x{h}x{w}",
                 f"{params / 1e6:.2f}M",
                 approach.summary,
             )
         )
-    header = ("approach", "seed", "codec", "input", "params*", "model")
+    header = ("approach", "source", "codec", "input", "params*", "model")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
     for row in [header, *rows]:
         print("  ".join(str(v).ljust(wd) for v, wd in zip(row[:5], widths, strict=True)), row[5])
     print("* parameters for captcha-v2: 19 characters + 1, 5 positions")
+
+
+def spec_from(args: argparse.Namespace, approach: str, dataset: Any, overrides: dict, seed: int):
+    """The run's spec from the command line (checked before any training or MLflow run)."""
+    return make_spec(
+        approach,
+        dataset,
+        overrides,
+        seed=seed,
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -64,23 +79,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     dataset = load_dataset(
         args.dataset, data_dir=args.data_dir, split_seed=args.split_seed, skip_bad=args.skip_bad
     )
-    from bench.tracking import train_tracked
+    spec = spec_from(args, args.approach, dataset, overrides, args.seed)
+    from bench.tracked import train_tracked
 
     result, run_id = train_tracked(
-        args.approach,
+        spec,
         dataset,
-        overrides,
-        seed=args.seed,
-        device=args.device,
         experiment=args.experiment,
-        suite=args.suite,
+        tags={"suite": args.suite},
         checkpoint_dir=None if args.no_resume else cache_dir() / "checkpoints",
         log_model=not args.no_model,
         progress=not args.quiet,
     )
-    for name, reason in dataset.store(
-        result.hparams["channels"], result.hparams["height"], result.hparams["width"]
-    ).skipped:
+    cfg = spec.cfg
+    for name, reason in dataset.store(cfg.channels, cfg.height, cfg.width).skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     summary = {**result.summary(), "mlflow_run": run_id}
     width = max(map(len, summary))
@@ -98,19 +110,20 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     overrides = overrides_from(args, *args.approach)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
-    for name in args.approach:
-        for seed in args.seeds:
-            train_and_record(
-                name,
-                dataset,
-                overrides,
-                seed,
-                args.device,
-                args.out,
-                experiment=args.experiment,
-                suite=args.suite,
-                progress=not args.quiet,
-            )
+    specs = [
+        spec_from(args, name, dataset, overrides, seed)
+        for name in args.approach
+        for seed in args.seeds
+    ]
+    for spec in specs:
+        train_and_record(
+            spec,
+            dataset,
+            args.out,
+            experiment=args.experiment,
+            suite=args.suite,
+            progress=not args.quiet,
+        )
     print(write_table(args.out).to_string(index=False))
     if args.report:
         from bench.report import build_report
@@ -143,6 +156,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from bench.tune import TuneConfig, storage_url, study_report, tune
 
     overrides = overrides_from(args, args.approach)
+    resolve_device(args.device)  # no CUDA: an error before any trial
     load_dataset(args.dataset, data_dir=args.data_dir)  # a missing dataset stops before any trial
     cfg = TuneConfig(
         approach=args.approach,
@@ -157,6 +171,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         overrides=overrides,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
+        compile=args.compile,
         data_dir=str(args.data_dir) if args.data_dir else None,
         split_seed=args.split_seed,
         experiment=args.experiment,
@@ -173,6 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.tune import storage_url
 
     suite = load_suite(args.suite or default_suite())
+    resolve_device(args.device)  # no CUDA: an error before any work
     storage = storage_url(args.storage)
     print(f"suite {suite.name} ({suite.path}): {suite.description}", flush=True)
     outcome = run_suite(
@@ -182,6 +199,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_dir=str(args.data_dir) if args.data_dir else None,
         quiet=args.quiet,
         workers=args.workers,
+        precision=args.precision,
+        compile=args.compile,
     )
     out = args.out or Path("reports") / suite.name / "index.html"
     try:
@@ -202,7 +221,8 @@ def cmd_perf(args: argparse.Namespace) -> None:
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
-    frame = perf(args.approach, dataset, overrides, args.device, args.steps, args.loader_workers)
+    specs = [spec_from(args, name, dataset, overrides, 0) for name in args.approach]
+    frame = perf(specs, dataset, args.steps, args.loader_workers)
     shown = frame.drop(columns=["flops_per_image"]).round(3)
     print(shown.to_string(index=False))
     if args.out:
@@ -227,6 +247,21 @@ def cmd_perf(args: argparse.Namespace) -> None:
             mlflow.log_text(frame.to_csv(index=False), "perf.csv")
 
 
+def cmd_cache(args: argparse.Namespace) -> None:
+    from bench import cache
+
+    root = cache_dir()
+    if args.action == "prune":
+        removed, freed = cache.prune(everything=args.all)
+        print(f"removed {removed} entries ({cache.human(freed)}) from {root}")
+    found = cache.entries()
+    print(f"{root}:")
+    for kind, count, size, stale in cache.summary(found):
+        note = f", {stale} stale (`cache prune` removes them)" if stale else ""
+        print(f"  {kind:12} {count:4} entries  {cache.human(size):>10}{note}")
+    print(f"  {'total':12} {len(found):4} entries  {cache.human(sum(e.bytes for e in found)):>10}")
+
+
 def add_training_options(p: argparse.ArgumentParser, set_help: str) -> None:
     """Options shared by train, compare and tune: data, hyperparameters, device, output."""
     p.add_argument(
@@ -242,16 +277,24 @@ def add_training_options(p: argparse.ArgumentParser, set_help: str) -> None:
     p.add_argument(
         "--data-dir", type=Path, help="folder holding datasets (else $BENCH_DATA_DIR, the cache)"
     )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    add_compile_option(p)
+    add_run_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_compile_option(p: argparse.ArgumentParser) -> None:
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Device, precision and compilation: part of every run's spec."""
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="autocast precision (default auto: bf16 on CUDA, fp32 on CPU)",
+    )
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the model for training steps (sets BENCH_COMPILE=1)",
+        default=os.environ.get("BENCH_COMPILE", "") not in ("", "0"),
+        help="torch.compile the model for training steps (default: $BENCH_COMPILE)",
     )
 
 
@@ -278,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train one approach and print its test metrics",
-        description="Train one approach with its seed's defaults (change any with "
+        description="Train one approach with its source's defaults (change any with "
         "--set) and print the final test metrics.",
     )
     p.add_argument("--approach", required=True, help=f"one of: {', '.join(list_approaches())}")
@@ -358,8 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage",
         help="Optuna storage (default: $BENCH_OPTUNA_STORAGE, else sqlite:///optuna.db)",
     )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    add_compile_option(p)
+    add_run_options(p)
     p.add_argument(
         "--data-dir", type=Path, help="folder holding datasets (else $BENCH_DATA_DIR, the cache)"
     )
@@ -420,6 +462,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("reports/latest/index.html"))
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "cache",
+        help="show or prune the cache (checkpoints, decoded stores, renders)",
+        description="Show what the cache ($BENCH_CACHE_DIR, else ~/.cache/captcha-bench) holds. "
+        "prune removes stale checkpoints (their approach's code changed since: no run reuses "
+        "them); prune --all also every checkpoint, decoded store and rendered dataset "
+        "(downloaded datasets stay).",
+    )
+    p.add_argument("action", nargs="?", choices=["show", "prune"], default="show")
+    p.add_argument("--all", action="store_true", help="with prune: everything but downloads")
+    p.set_defaults(func=cmd_cache)
     return parser
 
 
@@ -432,8 +486,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our bars suffice
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run
-    if getattr(args, "compile", False):
-        os.environ["BENCH_COMPILE"] = "1"  # worker processes inherit it
     try:
         code = args.func(args)
     except USER_ERRORS as err:

@@ -1,4 +1,4 @@
-"""Training hyperparameters shared by every approach, with generic defaults."""
+"""Training hyperparameters shared by every approach, with generic defaults and their ranges."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What the trainer needs; an approach overrides these with its seed's values.
+    """What the trainer needs; an approach overrides these with its source's values.
 
-    Images are scaled to [0, 1], then normalised as ``(x - mean) / std`` per channel (seed 001's raw
-    0..255 input is ``mean 0, std 1/255``).
+    Images are scaled to [0, 1], then normalised as ``(x - mean) / std`` per channel (source 001's
+    raw 0..255 input is ``mean 0, std 1/255``).
     """
 
     channels: int = 3
@@ -20,7 +20,7 @@ class TrainConfig:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     max_len: int = 0  # positions a head reads; 0: the dataset's longest label
-    optimizer: str = "adam"  # adam | adamw (fastai's: betas 0.9/0.99, eps 1e-5) | sgd | adadelta
+    optimizer: str = "adam"  # OPTIMIZERS: adam | adamw (fastai's: betas 0.9/0.99, eps 1e-5) | ...
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
@@ -64,3 +64,47 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def check(self) -> None:
+        """Out-of-range values raise a ``ValueError`` naming the hyperparameter."""
+        for key, ok, wanted in (
+            ("channels", self.channels in (1, 3), "1 or 3"),
+            ("height", self.height >= 1, ">= 1"),
+            ("width", self.width >= 1, ">= 1"),
+            ("mean", len(self.mean) in (1, self.channels), f"1 or {self.channels} values"),
+            ("std", len(self.std) in (1, self.channels) and min(self.std) > 0, "positive"),
+            ("max_len", self.max_len >= 0, ">= 0 (0: the longest label)"),
+            ("optimizer", self.optimizer in OPTIMIZERS, " | ".join(OPTIMIZERS)),
+            ("lr", self.lr > 0, "> 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("schedule", self.schedule in SCHEDULES, " | ".join(SCHEDULES)),
+            ("pct_start", 0 < self.pct_start < 1, "in (0, 1)"),
+            ("plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)"),
+            ("plateau_patience", self.plateau_patience >= 0, ">= 0"),
+            ("grad_clip", self.grad_clip >= 0, ">= 0 (0: off)"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("decoder", self.decoder in DECODERS, " | ".join(DECODERS)),
+            ("beam_width", self.beam_width >= 1, ">= 1"),
+            ("rotate", 0 <= self.rotate <= 180, "in [0, 180] degrees"),
+            ("brightness", 0 <= self.brightness < 1, "in [0, 1)"),
+            ("contrast", 0 <= self.contrast < 1, "in [0, 1)"),
+        ):
+            if not ok:
+                raise ValueError(f"{key}={getattr(self, key)!r} is out of range: use {wanted}")
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "adadelta")
+SCHEDULES = ("none", "onecycle", "plateau")
+DECODERS = ("greedy", "beam")
+
+
+def check_model_hparams(hp: dict[str, Any]) -> None:
+    """The model keywords every approach shares a meaning for: dropouts and widths."""
+    for key, value in hp.items():
+        if "dropout" in key and not 0 <= value < 1:
+            raise ValueError(f"{key}={value!r} is out of range: use [0, 1)")
+        if key in ("hidden", "seq_hidden", "layers") and value < 1:
+            raise ValueError(f"{key}={value!r} is out of range: use >= 1")

@@ -22,19 +22,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from bench.approaches import get_approach
 from bench.data import Dataset
 from bench.data.store import MODES
-from bench.train import (
-    EVAL_BATCH,
-    Prepared,
-    evaluate,
-    make_optimizer,
-    measure_inference,
-    prepare,
-    seed_everything,
-    train_step,
-)
+from bench.spec import RunSpec
+from bench.train import EVAL_BATCH, Trainer, prepare, seed_everything
 
 TRAIN_FLOPS_FACTOR = 3  # backward costs about twice the forward pass
 CUDA_ROUNDS = 5
@@ -94,7 +85,7 @@ def matmul_peak(device: torch.device, size: int = 2048) -> float:
 class SeedStyleImages(torch.utils.data.Dataset):
     """The seeds' way: every item opens, converts, resizes and normalises one file with PIL."""
 
-    def __init__(self, paths: list[Path], run: Prepared):
+    def __init__(self, paths: list[Path], run: Trainer):
         self.paths, self.cfg = paths, run.cfg
         self.mean = torch.tensor(run.cfg.mean).view(-1, 1, 1)
         self.std = torch.tensor(run.cfg.std).view(-1, 1, 1)
@@ -118,22 +109,18 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def measure(
-    name: str,
+    spec: RunSpec,
     dataset: Dataset,
-    overrides: dict[str, Any] | None = None,
-    device: str = "auto",
     steps: int = 10,
     loader_workers: int = 0,
     peak: float | None = None,
 ) -> dict[str, Any]:
     """Every figure of one approach (see the module docstring)."""
-    approach = get_approach(name)
     seed_everything(0)
-    run = prepare(approach, dataset, overrides, device)
-    dev, cfg, model, codec, batcher = run.device, run.cfg, run.model, run.codec, run.batcher
+    run = prepare(spec, dataset)
+    dev, model = run.device, run.model
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    optimizer = make_optimizer(cfg, model.parameters())
     batch = run.batch_size
     train_idx = run.split.train.to(dev)
     generator = torch.Generator().manual_seed(0)
@@ -141,15 +128,13 @@ def measure(
         train_idx[torch.randperm(len(train_idx), generator=generator)[:batch].to(dev)]
         for _ in range(steps + 2)
     ]
-
-    def step(x: torch.Tensor, idx: torch.Tensor) -> None:
-        train_step(run.step_model, optimizer, codec, x, run.targets[idx], cfg)
+    step = run.step
 
     def real_train(i: int) -> None:
         idx = batches[i % len(batches)]
-        step(batcher(idx, train=True), idx)
+        step(run.batch(idx, train=True), idx)
 
-    staged = [batcher(idx, train=True) for idx in batches]  # the same batches, made beforehand
+    staged = [run.batch(idx, train=True) for idx in batches]  # the same batches, made beforehand
 
     def pure_train(i: int) -> None:
         step(staged[i % len(batches)], batches[i % len(batches)])
@@ -180,20 +165,15 @@ def measure(
     )
 
     eval_idx = run.split.test.to(dev)[: min(EVAL_BATCH, len(run.split.test))]
-    staged_eval = batcher(eval_idx)
-
-    def forward(x: torch.Tensor) -> None:
-        with (
-            torch.no_grad(),
-            torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"),
-        ):
-            model(x)
-
+    staged_eval = run.batch(eval_idx)
     model.eval()
     eval_s = timed_rounds(
         dev,
         steps,
-        {"real": lambda _: forward(batcher(eval_idx)), "pure": lambda _: forward(staged_eval)},
+        {
+            "real": lambda _: run.forward(run.batch(eval_idx)),
+            "pure": lambda _: run.forward(staged_eval),
+        },
     )
     model.train()
 
@@ -201,16 +181,16 @@ def measure(
     started = time.perf_counter()  # one real epoch: every training batch, then validation
     order = train_idx[torch.randperm(len(train_idx), generator=generator).to(dev)][: run.n_train]
     for idx in order.split(batch):
-        step(batcher(idx, train=True), idx)
-    evaluate(model, codec, batcher, run.store, run.targets, run.split.val, dev)
+        step(run.batch(idx, train=True), idx)
+    run.evaluate(run.split.val)
     sync(dev)
     epoch_s = time.perf_counter() - started
 
-    inference = measure_inference(model, batcher, run.split.test, dev)
+    inference = run.measure_inference(run.split.test)
     train_img_s, eval_img_s = batch / train_s["real"], len(eval_idx) / eval_s["real"]
     achieved = run.flops * TRAIN_FLOPS_FACTOR * train_img_s
     return {
-        "approach": name,
+        "approach": spec.approach,
         "device": str(dev),
         "batch_size": batch,
         "train_img_s": train_img_s,
@@ -233,24 +213,20 @@ def measure(
 
 
 def perf(
-    approaches: list[str],
+    specs: list[RunSpec],
     dataset: Dataset,
-    overrides: dict[str, Any] | None = None,
-    device: str = "auto",
     steps: int = 10,
     loader_workers: int = 0,
     progress: Callable[[str], None] = print,
 ) -> pd.DataFrame:
-    """One row per approach; the matrix-multiply peak is measured once, first."""
-    from bench.train import resolve_device
-
-    peak = matmul_peak(resolve_device(device))
+    """One row per spec (all on one device); the matrix-multiply peak is measured once, first."""
+    peak = matmul_peak(torch.device(specs[0].device))
     rows = []
-    for name in approaches:
-        rows.append(measure(name, dataset, overrides, device, steps, loader_workers, peak))
+    for spec in specs:
+        rows.append(measure(spec, dataset, steps, loader_workers, peak))
         row = rows[-1]
         progress(
-            f"{name}: train {row['train_img_s']:.1f} img/s (efficiency "
+            f"{spec.approach}: train {row['train_img_s']:.1f} img/s (efficiency "
             f"{row['train_efficiency']:.2f}, {row['speedup_vs_seed_style']:.1f}x the seeds' loop), "
             f"epoch {row['epoch_s']:.1f} s"
         )

@@ -31,3 +31,25 @@ def confusion_figure(counts: pd.DataFrame, title: str) -> plt.Figure:
     ax.set_title(f"{title} ({int(errors.values.sum())} errors)")
     figure.tight_layout()
     return figure
+
+
+GALLERY_SIZE = 24
+
+
+def misread_gallery(predictions: pd.DataFrame, store, split: str = "test") -> plt.Figure:
+    """Up to 24 misread images of ``split``, each titled ``label -> prediction``."""
+    wrong = predictions[~predictions.correct].head(GALLERY_SIZE)
+    index = {name: i for i, name in enumerate(store.files)}
+    cols = 4
+    rows = max(1, -(-len(wrong) // cols))
+    figure, axes = plt.subplots(rows, cols, figsize=(cols * 3, rows * 1.2), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, wrong.itertuples(), strict=False):
+        image = store.images[index[row.file]]
+        ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray")
+        ax.set_title(f"{row.label} -> {row.prediction or '(empty)'}", fontsize=8, color="firebrick")
+    if wrong.empty:
+        axes.flat[0].text(0.5, 0.5, f"no misread {split} images", ha="center", va="center")
+    figure.tight_layout()
+    return figure

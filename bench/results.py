@@ -6,15 +6,15 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
 
-from bench.approaches import get_approach
 from bench.config import cache_dir
 from bench.data import Dataset
-from bench.tracking import cpu_name, train_tracked
+from bench.spec import RunSpec
+from bench.tracked import train_tracked
+from bench.tracking import cpu_name
 from bench.train import TrainResult
 
 TABLE_COLUMNS = [
@@ -41,6 +41,7 @@ def save_result(result: TrainResult, path: Path) -> None:
         "threads": torch.get_num_threads(),
         "cpu": cpu_name(),
         "hparams": result.hparams,
+        "spec": {k: v for k, v in result.spec.params().items() if k not in result.hparams},
         "data": result.data,
         "history": result.history,
     }
@@ -54,13 +55,13 @@ def result_path(out: Path, name: str, dataset: str, seed: int) -> Path:
     return out / f"{name}-{re.sub(r'[^A-Za-z0-9.]+', '-', dataset).strip('-')}-seed{seed}.json"
 
 
-def check_same_run(path: Path, hparams: dict[str, Any], dataset: Dataset) -> None:
+def check_same_run(path: Path, spec: RunSpec) -> None:
     """A kept result is reused only for the same hyperparameters, data and split; else say what
     differs. Keys the kept result does not record (added to the code after it ran) are not
     compared."""
     record = json.loads(path.read_text())
     kept = {**record["hparams"], **{k: record["data"][k] for k in ("fingerprint", "split_seed")}}
-    asked = {**hparams, "fingerprint": dataset.source.fingerprint, "split_seed": dataset.split_seed}
+    asked = {**spec.hparams, "fingerprint": spec.fingerprint, "split_seed": spec.split_seed}
     wanted = json.loads(json.dumps(asked, default=str))
     differ = sorted(k for k in kept if kept[k] != wanted.get(k))
     if differ:
@@ -72,37 +73,31 @@ def check_same_run(path: Path, hparams: dict[str, Any], dataset: Dataset) -> Non
 
 
 def train_and_record(
-    name: str,
+    spec: RunSpec,
     dataset: Dataset,
-    overrides: dict[str, Any],
-    seed: int,
-    device: str,
     out: Path,
     experiment: str | None = None,
     suite: str = "",
     progress: bool = True,
 ) -> Path:
-    """Train (tracked in MLflow, experiment ``experiment``) unless ``out`` already holds this
-    result; per-epoch checkpoints make an interrupted training resumable."""
-    path = result_path(out, name, dataset.name, seed)
+    """Train ``spec`` (tracked in MLflow, experiment ``experiment``) unless ``out`` already holds
+    its result; per-epoch checkpoints make an interrupted training resumable."""
+    path = result_path(out, spec.approach, spec.dataset, spec.seed)
     if path.exists():
-        check_same_run(path, get_approach(name).resolve(overrides), dataset)
+        check_same_run(path, spec)
         return path
     result, _ = train_tracked(
-        name,
+        spec,
         dataset,
-        overrides,
-        seed=seed,
-        device=device,
         experiment=experiment,
-        suite=suite,
+        tags={"suite": suite},
         progress=progress,
         log_model=False,
         checkpoint_dir=cache_dir() / "checkpoints",
     )
     save_result(result, path)
     print(
-        f"{name} seed {seed}: test seq acc {result.test['seq_acc']:.4f}, "
+        f"{spec.approach} seed {spec.seed}: test seq acc {result.test['seq_acc']:.4f}, "
         f"CER {result.test['cer']:.4f} ({result.train_seconds:.0f} s)",
         flush=True,
     )

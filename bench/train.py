@@ -2,21 +2,23 @@
 
 The decoded images live on the training device as uint8; each batch is drawn by index there,
 augmented there and normalised there, so the hot loop has no per-sample Python work. On CUDA it runs
-under bf16 autocast with channels_last.
+under the spec's precision (bf16 autocast by default) with channels_last.
+
+A run is a :class:`~bench.spec.RunSpec`: :func:`prepare` builds what it needs (a
+:class:`Trainer`, also used by ``perf``), :func:`train` runs the loop.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
 import random
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,10 @@ from tqdm.auto import tqdm
 
 from bench import metrics
 from bench.approaches import get_approach
-from bench.approaches.registry import Approach
 from bench.codecs import Codec, make_codec
-from bench.data import Augment, Dataset, TensorStore
+from bench.data import Augment, Dataset, Split, TensorStore
 from bench.hparams import TrainConfig
+from bench.spec import RunSpec
 
 EVAL_BATCH = 256
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -40,14 +42,6 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -173,92 +167,41 @@ class Evaluation:
         return {"loss": self.loss, **metrics.summarize(self.predictions, self.labels)}
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    codec: Codec,
-    batcher: Batcher,
-    store: TensorStore,
-    targets,
-    idx: torch.Tensor,
-    device: torch.device,
-) -> Evaluation:
-    model.eval()
-    losses, predictions = [], []
-    for part in idx.to(device).split(EVAL_BATCH):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(batcher(part))
-        losses.append(codec.loss(logits, targets[part]) * len(part))
-        predictions.extend(codec.decode(logits.float()))
-    labels = [store.labels[i] for i in idx.tolist()]
-    files = [store.files[i] for i in idx.tolist()]
-    return Evaluation(float(torch.stack(losses).sum()) / len(idx), predictions, labels, files)
-
-
-@torch.no_grad()
-def measure_inference(
-    model: nn.Module, batcher: Batcher, idx: torch.Tensor, device: torch.device, repeats: int = 20
-) -> dict[str, float]:
-    """Batched throughput over ``idx`` and single-image latency (p50, p95) of the eval model."""
-    model.eval()
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def forward(part: torch.Tensor) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            model(batcher(part))
-
-    idx = idx.to(device)
-    forward(idx[:1])  # warm-up
-    sync()
-    started = time.perf_counter()
-    for part in idx.split(EVAL_BATCH):
-        forward(part)
-    sync()
-    throughput = len(idx) / (time.perf_counter() - started)
-    latencies = []
-    for i in range(repeats):
-        started = time.perf_counter()
-        forward(idx[i % len(idx)].view(1))
-        sync()
-        latencies.append(time.perf_counter() - started)
-    p50, p95 = np.percentile(np.array(latencies) * 1000, [50, 95])
-    return {
-        "infer_img_per_s": throughput,
-        "latency_ms_p50": float(p50),
-        "latency_ms_p95": float(p95),
-    }
-
-
 @dataclass
 class TrainResult:
-    approach: str
-    hparams: dict[str, Any]
+    spec: RunSpec
     data: dict[str, Any]
-    device: str
-    seed: int
     history: list[dict[str, float]]
-    test: dict[str, float]
+    test: dict[str, float] | None  # None when the run evaluated validation only (a tuning trial)
     params: int
     flops: int
     train_seconds: float
     img_per_s: float
     inference: dict[str, float]
-    test_predictions: list[dict[str, Any]] = field(repr=False)
+    predictions: list[dict[str, Any]] = field(repr=False)  # of the final evaluation's split
     model: nn.Module = field(repr=False)
     codec: Codec = field(repr=False)
+    resumed_epochs: int = 0  # epochs taken from a checkpoint instead of trained here
+
+    @property
+    def approach(self) -> str:
+        return self.spec.approach
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return dict(self.spec.hparams)
 
     def summary(self) -> dict[str, Any]:
         """The final metrics, as printed by the CLI and written to result files."""
         return {
-            "approach": self.approach,
-            "dataset": self.data["dataset"],
-            "seed": self.seed,
-            "device": self.device,
-            "epochs": self.hparams["epochs"],
-            **{f"test_{k}": v for k, v in self.test.items()},
+            "approach": self.spec.approach,
+            "source": self.spec.source,
+            "dataset": self.spec.dataset,
+            "seed": self.spec.seed,
+            "device": self.spec.device,
+            "precision": self.spec.precision,
+            "epochs": self.spec.cfg.epochs,
+            **{f"test_{k}": v for k, v in (self.test or {}).items()},
             "params": self.params,
             "flops": self.flops,
             "train_seconds": round(self.train_seconds, 1),
@@ -267,26 +210,23 @@ class TrainResult:
         }
 
 
-def run_key(approach: str, hp: Mapping[str, Any], data: Mapping[str, Any], seed: int) -> str:
-    """Identifies a training run's inputs, for its checkpoint."""
-    text = json.dumps([approach, hp, data, seed], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
 @dataclass
-class Prepared:
-    """Everything a training loop needs, built the same way for training and for ``perf``."""
+class Trainer:
+    """What one run trains with, built by :func:`prepare` the same way for ``train`` and ``perf``:
+    the data store on the device, codec and targets, model, optimizer and schedule."""
 
-    hp: dict[str, Any]
+    spec: RunSpec
     cfg: TrainConfig
     device: torch.device
     store: TensorStore
-    split: Any
+    split: Split
     data: dict[str, Any]
     codec: Codec
     targets: Any
     model: nn.Module
-    step_model: nn.Module  # the model for training steps: ``torch.compile``d with $BENCH_COMPILE
+    step_model: nn.Module  # the model for training steps: ``torch.compile``d with spec.compile
+    optimizer: torch.optim.Optimizer
+    schedule: Any
     params: int
     flops: int
     batcher: Batcher
@@ -294,25 +234,93 @@ class Prepared:
     n_train: int
     steps_per_epoch: int
 
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.spec.precision == "bf16"
+        )
 
-def prepare(
-    approach: Approach,
-    dataset: Dataset,
-    overrides: Mapping[str, Any] | None = None,
-    device: str = "auto",
-) -> Prepared:
+    def batch(self, idx: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """Normalised images of store indices ``idx`` (on the device), augmented with ``train``."""
+        return self.batcher(idx, train=train)
+
+    def step(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on images ``x`` of store indices ``idx`` (gradient clipping as
+        the config says); returns the detached loss. The schedule is stepped by the caller."""
+        with self.autocast():
+            logits = self.step_model(x)
+        loss = self.codec.loss(logits, self.targets[idx])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits (the caller puts the model in eval mode)."""
+        with self.autocast():
+            return self.model(x)
+
+    @torch.no_grad()
+    def evaluate(self, idx: torch.Tensor) -> Evaluation:
+        self.model.eval()
+        losses, predictions = [], []
+        for part in idx.to(self.device).split(EVAL_BATCH):
+            logits = self.forward(self.batch(part))
+            losses.append(self.codec.loss(logits, self.targets[part]) * len(part))
+            predictions.extend(self.codec.decode(logits.float()))
+        labels = [self.store.labels[i] for i in idx.tolist()]
+        files = [self.store.files[i] for i in idx.tolist()]
+        loss = float(torch.stack(losses).sum()) / len(idx)
+        return Evaluation(loss, predictions, labels, files)
+
+    @torch.no_grad()
+    def measure_inference(self, idx: torch.Tensor, repeats: int = 20) -> dict[str, float]:
+        """Batched throughput over ``idx`` and single-image latency (p50, p95) of the eval model."""
+        self.model.eval()
+        idx = idx.to(self.device)
+
+        def sync() -> None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+
+        self.forward(self.batch(idx[:1]))  # warm-up
+        sync()
+        started = time.perf_counter()
+        for part in idx.split(EVAL_BATCH):
+            self.forward(self.batch(part))
+        sync()
+        throughput = len(idx) / (time.perf_counter() - started)
+        latencies = []
+        for i in range(repeats):
+            started = time.perf_counter()
+            self.forward(self.batch(idx[i % len(idx)].view(1)))
+            sync()
+            latencies.append(time.perf_counter() - started)
+        p50, p95 = np.percentile(np.array(latencies) * 1000, [50, 95])
+        return {
+            "infer_img_per_s": throughput,
+            "latency_ms_p50": float(p50),
+            "latency_ms_p95": float(p95),
+        }
+
+
+def prepare(spec: RunSpec, dataset: Dataset) -> Trainer:
     """Data store on the device, codec, model (channels_last on CUDA; compiled for training
-    steps when ``$BENCH_COMPILE`` is set), batching arithmetic."""
-    hp = approach.resolve(overrides)
-    cfg = TrainConfig.from_hparams(hp)
-    dev = resolve_device(device)
+    steps with ``spec.compile``), optimizer, schedule and batching arithmetic."""
+    if dataset.source.fingerprint != spec.fingerprint or dataset.name != spec.dataset:
+        raise ValueError(f"the spec is for {spec.dataset}, not the dataset given ({dataset.name})")
+    approach = get_approach(spec.approach)
+    cfg = spec.cfg
+    dev = torch.device(spec.device)
     store = dataset.store(cfg.channels, cfg.height, cfg.width)
     split = dataset.split(store)
     max_len = cfg.max_len or dataset.source.max_len
     codec = make_codec(
         approach.codec, dataset.source.charset, max_len, **cfg.codec_options(approach.codec)
     )
-    model = approach.build_model(codec.num_classes, max_len, hp)
+    model = approach.build_model(codec.num_classes, max_len, spec.hparams)
     flops, steps = count_flops(model, cfg.channels, cfg.height, cfg.width)
     check_steps(approach.name, approach.codec, steps, max_len)
     model.to(dev)
@@ -324,8 +332,10 @@ def prepare(
     # a partial last batch is kept unless drop_last, or unless it is one image (BatchNorm cannot)
     if cfg.drop_last or n_train % batch_size == 1:
         n_train -= n_train % batch_size
-    return Prepared(
-        hp=hp,
+    steps_per_epoch = -(-n_train // batch_size)
+    optimizer = make_optimizer(cfg, model.parameters())
+    return Trainer(
+        spec=spec,
         cfg=cfg,
         device=dev,
         store=store,
@@ -334,172 +344,169 @@ def prepare(
         codec=codec,
         targets=codec.encode(store.labels).to(dev),
         model=model,
-        step_model=torch.compile(model) if os.environ.get("BENCH_COMPILE") else model,
+        step_model=torch.compile(model) if spec.compile else model,
+        optimizer=optimizer,
+        schedule=make_schedule(cfg, optimizer, steps_per_epoch),
         params=sum(p.numel() for p in model.parameters()),
         flops=flops,
         batcher=Batcher.create(store, cfg, dev),
         batch_size=batch_size,
         n_train=n_train,
-        steps_per_epoch=-(-n_train // batch_size),
+        steps_per_epoch=steps_per_epoch,
     )
 
 
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    codec: Codec,
-    x: torch.Tensor,
-    targets: Any,
-    cfg: TrainConfig,
-) -> torch.Tensor:
-    """One optimisation step (bf16 autocast on CUDA, gradient clipping); the detached loss."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
-        logits = model(x)
-    loss = codec.loss(logits, targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip:
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
-    return loss.detach()
+def checkpoint_path(spec: RunSpec, folder: Path) -> Path:
+    """``<approach>-<code digest>-<run key>.pt``: the code digest in the name lets ``cache prune``
+    find the checkpoints of code that has changed since."""
+    return Path(folder) / f"{spec.approach}-{spec.code}-{spec.digest}.pt"
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint restores besides the trainer's weights: random streams and progress."""
+
+    order_rng: torch.Generator
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def save_checkpoint(path: Path, run: Trainer, loop: LoopState) -> None:
+    """Write atomically, so an interrupted save never leaves a broken checkpoint."""
+    state = {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict() if run.schedule is not None else None,
+        "order_rng": loop.order_rng.get_state(),
+        "augment_rng": run.batcher.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": loop.history,
+        "train_seconds": loop.train_seconds,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, run: Trainer, loop: LoopState) -> None:
+    state = torch.load(path, map_location=run.device, weights_only=False)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.schedule is not None:
+        run.schedule.load_state_dict(state["schedule"])
+    loop.order_rng.set_state(state["order_rng"])
+    generator = run.batcher.generator
+    generator.set_state(state["augment_rng"].to(generator.get_state().device))
+    torch.set_rng_state(state["torch_rng"])
+    loop.history, loop.train_seconds = state["history"], state["train_seconds"]
+
+
+def step_schedule(run: Trainer, val_loss: float | None = None) -> None:
+    """One-cycle steps after every batch (``val_loss`` None), plateau after every epoch."""
+    schedule = run.schedule
+    if val_loss is None and isinstance(schedule, torch.optim.lr_scheduler.OneCycleLR):
+        schedule.step()
+    elif val_loss is not None and isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        schedule.step(val_loss)
 
 
 def train(
-    approach: str | Approach,
+    spec: RunSpec,
     dataset: Dataset,
-    overrides: Mapping[str, Any] | None = None,
-    seed: int = 0,
-    device: str = "auto",
     callbacks: Iterable[EpochCallback] = (),
     checkpoint_dir: Path | None = None,
     progress: bool = True,
+    test: bool = True,
 ) -> TrainResult:
-    """Train ``approach`` on ``dataset``'s train split, validate every epoch, test at the end.
+    """Train ``spec`` on ``dataset``'s train split, validate every epoch, then evaluate the test
+    split (``test``) or the validation split again (tuning trials never see the test split).
 
     With ``checkpoint_dir`` the state is saved after every epoch and an identical re-run resumes
-    from it. Raises :class:`NonFiniteLossError` when the loss stops being finite.
+    from it (a finished one is reused, and says so). Raises :class:`NonFiniteLossError` when the
+    loss stops being finite.
     """
-    approach = get_approach(approach) if isinstance(approach, str) else approach
-    seed_everything(seed)
-    run = prepare(approach, dataset, overrides, device)
-    hp, cfg, dev, store, split = run.hp, run.cfg, run.device, run.store, run.split
-    data, codec, targets, model, batcher = run.data, run.codec, run.targets, run.model, run.batcher
-    batcher.generator = torch.Generator(device=dev).manual_seed(seed)
-    order_rng = torch.Generator().manual_seed(seed)
-    batch_size, n_train, steps_per_epoch = run.batch_size, run.n_train, run.steps_per_epoch
-    optimizer = make_optimizer(cfg, model.parameters())
-    schedule = make_schedule(cfg, optimizer, steps_per_epoch)
-
-    history: list[dict[str, float]] = []
-    train_seconds, start_epoch = 0.0, 0
-    ckpt = None
-    if checkpoint_dir is not None:
-        ckpt = Path(checkpoint_dir) / f"{approach.name}-{run_key(approach.name, hp, data, seed)}.pt"
-        if ckpt.exists():
-            state = torch.load(ckpt, map_location=dev, weights_only=False)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if schedule is not None:
-                schedule.load_state_dict(state["schedule"])
-            order_rng.set_state(state["order_rng"])
-            batcher.generator.set_state(
-                state["augment_rng"].to(batcher.generator.get_state().device)
+    seed_everything(spec.seed)
+    run = prepare(spec, dataset)
+    dev, cfg, split, model = run.device, run.cfg, run.split, run.model
+    run.batcher.generator = torch.Generator(device=dev).manual_seed(spec.seed)
+    loop = LoopState(order_rng=torch.Generator().manual_seed(spec.seed))
+    ckpt = checkpoint_path(spec, checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None and ckpt.exists():
+        load_checkpoint(ckpt, run, loop)
+        if len(loop.history) >= cfg.epochs:
+            print(
+                f"{spec.approach}: reusing the finished checkpoint {ckpt} ({cfg.epochs} epochs); "
+                "`python -m bench cache prune --all` (or --no-resume) trains again",
+                file=sys.stderr,
+                flush=True,
             )
-            torch.set_rng_state(state["torch_rng"])
-            history, train_seconds = state["history"], state["train_seconds"]
-            start_epoch = len(history)
+    resumed = len(loop.history)
 
     bar = tqdm(
-        total=cfg.epochs * steps_per_epoch,
-        initial=start_epoch * steps_per_epoch,
-        desc=f"{approach.name}",
+        total=cfg.epochs * run.steps_per_epoch,
+        initial=resumed * run.steps_per_epoch,
+        desc=spec.approach,
         unit="batch",
         disable=not progress,
         leave=False,
     )
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(resumed, cfg.epochs):
         model.train()
         started = time.perf_counter()
-        perm = split.train[torch.randperm(len(split.train), generator=order_rng)].to(dev)
+        perm = split.train[torch.randperm(len(split.train), generator=loop.order_rng)].to(dev)
         loss_sum = torch.zeros((), device=dev)
-        for idx in perm[:n_train].split(batch_size):
-            x = batcher(idx, train=True)
-            loss = train_step(run.step_model, optimizer, codec, x, targets[idx], cfg)
-            if isinstance(schedule, torch.optim.lr_scheduler.OneCycleLR):
-                schedule.step()
-            loss_sum += loss.detach()
+        for idx in perm[: run.n_train].split(run.batch_size):
+            loss_sum += run.step(run.batch(idx, train=True), idx)
+            step_schedule(run)
             bar.update()
-        train_loss = loss_sum.item() / steps_per_epoch  # one host sync per epoch
+        train_loss = loss_sum.item() / run.steps_per_epoch  # one host sync per epoch
         epoch_train = time.perf_counter() - started
         if not math.isfinite(train_loss):
             bar.close()
             raise NonFiniteLossError(
-                f"{approach.name}: training loss is {train_loss} in epoch {epoch + 1}"
+                f"{spec.approach}: training loss is {train_loss} in epoch {epoch + 1}"
             )
-        val = evaluate(model, codec, batcher, store, targets, split.val, dev).metrics
-        if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            schedule.step(val["loss"])
-        train_seconds += epoch_train
+        val = run.evaluate(split.val).metrics
+        step_schedule(run, val["loss"])
+        loop.train_seconds += epoch_train
         stats = {
             "train_loss": train_loss,
             "val_loss": val["loss"],
             "val_seq_acc": val["seq_acc"],
             "val_char_acc": val["char_acc"],
             "val_cer": val["cer"],
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": run.optimizer.param_groups[0]["lr"],
             "epoch_seconds": time.perf_counter() - started,
-            "img_per_s": n_train / epoch_train,
+            "img_per_s": run.n_train / epoch_train,
         }
-        history.append(stats)
+        loop.history.append(stats)
         bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val['seq_acc']:.3f}")
         if ckpt is not None:
-            _save(
-                ckpt,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict() if schedule is not None else None,
-                    "order_rng": order_rng.get_state(),
-                    "augment_rng": batcher.generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                    "train_seconds": train_seconds,
-                },
-            )
+            save_checkpoint(ckpt, run, loop)
         for callback in callbacks:
             callback(epoch, stats)
     bar.close()
 
-    test = evaluate(model, codec, batcher, store, targets, split.test, dev)
-    inference = measure_inference(model, batcher, split.test, dev)
+    final_idx = split.test if test else split.val
+    final = run.evaluate(final_idx)
     rows = [
         {"file": f, "label": t, "prediction": p, "correct": p == t, "cer": metrics.cer([p], [t])}
-        for f, t, p in zip(test.files, test.labels, test.predictions, strict=True)
+        for f, t, p in zip(final.files, final.labels, final.predictions, strict=True)
     ]
-    images_seen = len(history) * n_train
     return TrainResult(
-        approach=approach.name,
-        hparams=hp,
-        data=data,
-        device=str(dev),
-        seed=seed,
-        history=history,
-        test=test.metrics,
+        spec=spec,
+        data=run.data,
+        history=loop.history,
+        test=final.metrics if test else None,
         params=run.params,
         flops=run.flops,
-        train_seconds=train_seconds,
-        img_per_s=images_seen / max(train_seconds, 1e-9),
-        inference=inference,
-        test_predictions=rows,
+        train_seconds=loop.train_seconds,
+        img_per_s=len(loop.history) * run.n_train / max(loop.train_seconds, 1e-9),
+        inference=run.measure_inference(final_idx),
+        predictions=rows,
         model=model,
-        codec=codec,
+        codec=run.codec,
+        resumed_epochs=resumed,
     )
-
-
-def _save(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically, so an interrupted save never leaves a broken checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)

@@ -3,86 +3,67 @@
 A study is tuned until ``trials`` trials have *finished*: completed, pruned, or failed with an
 error. A trial stopped by Ctrl-C is re-queued with the same parameters; one whose worker died is
 found by Optuna's heartbeat and re-queued (RDB storage). Re-running the same command therefore
-resumes the study, and any number of worker processes can share it.
+resumes the study, and any number of worker processes (and machines) can share it. Every trial
+draws from a sampler seeded by the study's seed and the trial's number, so trials never replay
+each other's draws, across resumes and workers, and a study is reproducible.
+
+Trials train on the training split and are scored on the validation split; the test split is
+never evaluated during tuning.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import functools
 import hashlib
 import math
-import multiprocessing
-import os
 import re
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import mlflow
 import optuna
-import sqlalchemy
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from bench.approaches import get_approach
 from bench.data import load_dataset
-from bench.tracking import end_orphaned_runs, train_tracked, use_experiment
+from bench.spec import make_spec
+from bench.study import (
+    DEFAULT_STORAGE,
+    POLL_S,
+    StorageLock,
+    claimed,
+    counted,
+    open_storage,
+    trial_counts,
+    trial_key,
+    worker_processes,
+)
+from bench.tracked import train_tracked
+from bench.tracking import use_experiment
 from bench.train import NonFiniteLossError
 
-DEFAULT_STORAGE = "sqlite:///optuna.db"
+__all__ = [
+    "OBJECTIVE",
+    "PRUNERS",
+    "SAMPLERS",
+    "TuneConfig",
+    "create_study",
+    "default_params",
+    "study_report",
+    "tune",
+    "work",
+]
+
 OBJECTIVE = "val_seq_acc"
-HEARTBEAT_S, GRACE_S = 10, 30
-POLL_S = 2.0
+PRUNERS = ("median", "hyperband", "none")
+SAMPLERS = ("tpe", "random")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def storage_url(url: str | None = None) -> str:
-    """``url``, else ``$BENCH_OPTUNA_STORAGE``, else a SQLite file in the working folder."""
-    return url or os.environ.get("BENCH_OPTUNA_STORAGE") or DEFAULT_STORAGE
-
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An SQLAlchemy URL (RDB storage, with heartbeats) or a journal file (``*.log``)."""
-    if url.startswith("journal:") or url.endswith((".log", ".jsonl")):
-        path = url.removeprefix("journal:")
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
-
-    def connect() -> optuna.storages.RDBStorage:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=retry_stale_trial,
-        )
-
-    if url in _SCHEMA_READY:
-        return connect()
-    with StorageLock(url):  # workers starting together must not all create the schema
-        storage = connect()
-    _SCHEMA_READY.add(url)
-    return storage
-
-
-_SCHEMA_READY: set[str] = set()
-
-
-def trial_key(study_name: str, number: int) -> str:
-    """Tags the MLflow run of a trial (``optuna_trial``), to find it from the study."""
-    return f"{study_name}#{number}"
-
-
-def retry_stale_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """A trial whose worker died (its heartbeat stopped): queued again with the same parameters,
-    and its MLflow run, which nobody will end, ended FAILED."""
-    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, trial)
-    end_orphaned_runs(trial_key(study.study_name, trial.number))
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -96,16 +77,19 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         ),
         "none": optuna.pruners.NopPruner,
     }
-    if name not in pruners:
-        raise ValueError(f"unknown pruner {name!r}; use {', '.join(pruners)}")
     return pruners[name]()
 
 
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-    if name not in samplers:
-        raise ValueError(f"unknown sampler {name!r}; use {', '.join(samplers)}")
-    return samplers[name](seed=seed)
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    return {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[name](
+        seed=seed
+    )
+
+
+def trial_seed(seed: int, study: str, number: int) -> int:
+    """The sampler seed of trial ``number``: distinct per trial, the same on every worker."""
+    text = f"{seed}/{study}/{number}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "big")
 
 
 def default_study_name(suite: str, dataset: str, approach: str) -> str:
@@ -114,7 +98,8 @@ def default_study_name(suite: str, dataset: str, approach: str) -> str:
 
 @dataclass
 class TuneConfig:
-    """Everything a worker needs; plain values, so worker processes can receive it."""
+    """Everything a worker needs; plain values, so worker processes can receive it. Checked when
+    made: approach, fixed hyperparameters, pruner and sampler."""
 
     approach: str
     dataset: str
@@ -128,14 +113,20 @@ class TuneConfig:
     overrides: dict[str, Any] = field(default_factory=dict)  # fixed for every trial (epochs...)
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
     data_dir: str | None = None
     split_seed: int = 0
     experiment: str | None = None
     progress: bool = True
-    from_defaults: bool = True  # the first trial is the seed's defaults
 
     def __post_init__(self) -> None:
         self.study = self.study or default_study_name(self.suite, self.dataset, self.approach)
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"unknown pruner {self.pruner!r}; use {', '.join(PRUNERS)}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; use {', '.join(SAMPLERS)}")
+        self.epochs = get_approach(self.approach).resolve(self.overrides)["epochs"]
 
 
 class FixedKeys:
@@ -154,88 +145,14 @@ class FixedKeys:
         )
 
 
-def counted(trial: optuna.trial.FrozenTrial) -> bool:
-    """Finished trials that count towards the budget (an interrupted or dead one does not)."""
-    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        trial.state == TrialState.FAIL and "error" in trial.user_attrs
-    )
-
-
-def trial_counts(study: optuna.Study) -> dict[str, int]:
-    trials = study.get_trials(deepcopy=False)
-    return {
-        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
-        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
-        "failed": sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials),
-        "running": sum(t.state == TrialState.RUNNING for t in trials),
-    }
-
-
-class StorageLock:
-    """Serialises "count, then start a trial" between all processes sharing a storage, so that
-    exactly ``trials`` trials start: a file lock beside a SQLite or journal file, an advisory lock
-    in a PostgreSQL or MySQL server (held by a connection: a dead worker's lock goes with it).
-    ``release`` may be called more than once."""
-
-    def __init__(self, url: str, name: str = "captcha-bench"):
-        match = re.match(r"sqlite:///(.+)", url) or re.match(
-            r"(?:journal:)?(.+\.(?:log|jsonl))$", url
-        )
-        self.path = Path(match.group(1)).with_suffix(".bench-lock") if match else None
-        self.url = None if match or url.startswith("sqlite") else url
-        self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-        self.name = name[:64]
-        self._handle = None
-
-    def acquire(self) -> StorageLock:
-        if self._handle is not None:
-            return self
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("w")
-            fcntl.flock(self._handle, fcntl.LOCK_EX)
-        elif self.url is not None:
-            self._handle = server_engine(self.url).connect()
-            if self._handle.dialect.name == "postgresql":
-                self._handle.exec_driver_sql(f"SELECT pg_advisory_lock({self.key})")
-            elif self._handle.dialect.name in ("mysql", "mariadb"):
-                self._handle.exec_driver_sql("SELECT GET_LOCK(%s, -1)", (self.name,))
-        return self
-
-    def release(self) -> None:
-        if self._handle is None:
-            return
-        if self.path is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-        elif self._handle.dialect.name == "postgresql":
-            self._handle.exec_driver_sql(f"SELECT pg_advisory_unlock({self.key})")
-        elif self._handle.dialect.name in ("mysql", "mariadb"):
-            self._handle.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (self.name,))
-        self._handle.close()
-        self._handle = None
-
-    def __enter__(self) -> StorageLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-@functools.cache
-def server_engine(url: str) -> sqlalchemy.Engine:
-    """One small connection pool per database server URL, for the advisory locks."""
-    return sqlalchemy.create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True)
-
-
-def create_study(cfg: TuneConfig, worker: int = 0) -> optuna.Study:
+def create_study(cfg: TuneConfig) -> optuna.Study:
+    """The study (created once); its sampler is replaced per trial by :func:`work`."""
     return optuna.create_study(
         study_name=cfg.study,
         storage=open_storage(cfg.storage),
         direction="maximize",
-        sampler=make_sampler(cfg.sampler, cfg.seed + worker),
-        pruner=make_pruner(
-            cfg.pruner, int(get_approach(cfg.approach).resolve(cfg.overrides)["epochs"])
-        ),
+        sampler=make_sampler(cfg.sampler, trial_seed(cfg.seed, cfg.study, 0)),
+        pruner=make_pruner(cfg.pruner, cfg.epochs),
         load_if_exists=True,
     )
 
@@ -272,6 +189,7 @@ def parent_run(cfg: TuneConfig) -> str:
                 "dataset": cfg.dataset,
                 "trials": cfg.trials,
                 "pruner": cfg.pruner,
+                "trial_epochs": cfg.epochs,
                 "sampler": cfg.sampler,
                 "study": cfg.study,
                 "storage": re.sub(r"//[^@/]*@", "//***@", cfg.storage),
@@ -279,6 +197,7 @@ def parent_run(cfg: TuneConfig) -> str:
             }.items()
         ],
     )
+    client.log_metric(run.info.run_id, "trial_epochs", cfg.epochs)  # numeric, for the report
     return run.info.run_id
 
 
@@ -311,7 +230,6 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
     """
     approach = get_approach(cfg.approach)
     dataset = load_dataset(cfg.dataset, data_dir=cfg.data_dir, split_seed=cfg.split_seed)
-    overrides = {**approach.search_space(FixedKeys(trial, cfg.overrides)), **cfg.overrides}
 
     def report(epoch: int, stats: dict[str, float]) -> None:
         trial.report(stats[OBJECTIVE], step=epoch + 1)
@@ -320,92 +238,80 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
                 f"pruned at epoch {epoch + 1}: {OBJECTIVE} {stats[OBJECTIVE]:.4f}"
             )
 
-    try:
-        result, _ = train_tracked(
+    with claimed(trial):
+        overrides = {**approach.search_space(FixedKeys(trial, cfg.overrides)), **cfg.overrides}
+        spec = make_spec(
             cfg.approach,
             dataset,
             overrides,
             seed=cfg.seed,
             device=cfg.device,
-            experiment=cfg.experiment,
-            suite=cfg.suite,
-            parent_run_id=parent,
-            callbacks=(*callbacks, report),
-            log_model=False,
-            progress=False,
-            tags={
-                "trial": trial.number,
-                "optuna_study": cfg.study,
-                "optuna_trial": trial_key(cfg.study, trial.number),
-            },
-            run_name=f"trial {trial.number}",
-            finished_on=(optuna.TrialPruned, NonFiniteLossError),
-            state_tag="trial_state",
+            precision=cfg.precision,
+            compile=cfg.compile,
         )
-    except (optuna.TrialPruned, NonFiniteLossError) as err:
-        trial.set_user_attr("prune_reason", str(err))
-        raise optuna.TrialPruned(str(err)) from None
-    except KeyboardInterrupt:
-        trial.set_user_attr("interrupted", True)
-        trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        raise
-    except Exception as err:
-        trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:2000])
-        raise
+        try:
+            result, _ = train_tracked(
+                spec,
+                dataset,
+                experiment=cfg.experiment,
+                tags={
+                    "suite": cfg.suite,
+                    "trial": trial.number,
+                    "optuna_study": cfg.study,
+                    "optuna_trial": trial_key(cfg.study, trial.number),
+                },
+                run_name=f"{cfg.approach} trial {trial.number}",
+                parent_run_id=parent,
+                callbacks=(*callbacks, report),
+                log_model=False,
+                progress=False,
+                test=False,
+                finished_on=(optuna.TrialPruned, NonFiniteLossError),
+                state_tag="trial_state",
+            )
+        except (optuna.TrialPruned, NonFiniteLossError) as err:
+            trial.set_user_attr("prune_reason", str(err))
+            raise optuna.TrialPruned(str(err)) from None
     return result.history[-1][OBJECTIVE]
 
 
-class DefaultsTrial:
-    """Stands in for a trial: each ``suggest_*`` returns (and records) the approach's default."""
-
-    def __init__(self, defaults: dict[str, Any]):
-        self.defaults, self.params = defaults, {}
-
-    def __getattr__(self, name: str) -> Any:
-        if not name.startswith("suggest_"):
-            raise AttributeError(name)
-
-        def suggest(key: str, *args: Any, **kwargs: Any) -> Any:
-            self.params[key] = self.defaults[key]
-            return self.defaults[key]
-
-        return suggest
-
-
 def default_params(cfg: TuneConfig) -> dict[str, Any]:
-    """The searched parameters at the seed's defaults: a study's first trial."""
+    """The searched parameters at the source's defaults: a study's first trial."""
     approach = get_approach(cfg.approach)
-    stand_in = DefaultsTrial(approach.resolve(cfg.overrides))
-    approach.search_space(FixedKeys(stand_in, cfg.overrides))
-    return stand_in.params
+    fixed = optuna.trial.FixedTrial(approach.resolve(cfg.overrides))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a default outside the searched range is still used
+        approach.search_space(FixedKeys(fixed, cfg.overrides))
+    return fixed.params
 
 
 def work(
     cfg: TuneConfig,
-    worker: int = 0,
     callbacks: tuple = (),
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
     wait: bool = True,
+    show_bar: bool = True,
 ) -> bool:
     """A worker: take trials until the budget is used up (or the timeout passes). ``callbacks``
     get every epoch's statistics, ``on_trial`` each trial this worker finished. Without ``wait``
     it returns as soon as every remaining trial is claimed by others. Returns whether the
     study's budget is finished.
 
-    The study's first trial is the seed's defaults (with ``cfg.from_defaults``), so tuning never
-    ends worse on validation than not tuning.
+    The study's first trial is the source's defaults, so tuning never ends worse on validation
+    than not tuning.
     """
-    study = create_study(cfg, worker)
+    study = create_study(cfg)
     with StorageLock(cfg.storage):
         parent = parent_run(cfg)
-        if cfg.from_defaults and not study.get_trials(deepcopy=False):
-            study.enqueue_trial(default_params(cfg), user_attrs={"defaults": True})
+        study.enqueue_trial(
+            default_params(cfg), user_attrs={"defaults": True}, skip_if_exists=True
+        )
     started = time.monotonic()
     bar = tqdm(
         total=cfg.trials,
         desc=f"tune {cfg.approach}",
         unit="trial",
-        disable=not cfg.progress or worker > 0,
+        disable=not cfg.progress or not show_bar,
     )
     status = None
     try:
@@ -431,6 +337,10 @@ def work(
                     lock.release()  # the trial exists: others may count it now
                     return objective(cfg, trial, parent, callbacks)
 
+                # the next trial's number is len(trials) (numbers are given under this lock)
+                study.sampler = make_sampler(
+                    cfg.sampler, trial_seed(cfg.seed, cfg.study, len(trials))
+                )
                 # optimize (not ask/tell) keeps the heartbeat that finds trials of dead workers
                 study.optimize(
                     run,
@@ -451,9 +361,9 @@ def work(
     return sum(map(counted, study.get_trials(deepcopy=False))) >= cfg.trials
 
 
-def _work_in_process(cfg: TuneConfig, worker: int) -> None:
+def _work_in_process(cfg: TuneConfig) -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        work(cfg, worker)
+        work(cfg, show_bar=False)
 
 
 def tune(cfg: TuneConfig, workers: int = 1) -> optuna.Study:
@@ -461,15 +371,8 @@ def tune(cfg: TuneConfig, workers: int = 1) -> optuna.Study:
     if cfg.trials < 1 or workers < 1:
         raise ValueError("--trials and --workers must be at least 1")
     open_storage(cfg.storage)  # create the schema once, before workers race to do it
-    context = multiprocessing.get_context("spawn")
-    others = [context.Process(target=_work_in_process, args=(cfg, i)) for i in range(1, workers)]
-    for process in others:
-        process.start()
-    try:
-        work(cfg, 0)
-    finally:
-        for process in others:
-            process.join()
+    with worker_processes(_work_in_process, (cfg,), workers - 1):
+        work(cfg)
     return create_study(cfg)
 
 

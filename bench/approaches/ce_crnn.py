@@ -1,11 +1,11 @@
-"""Seed 001: CE-CRNN, a CRNN whose L output steps are trained with plain cross-entropy."""
+"""Source 001: CE-CRNN, a CRNN whose L output steps are trained with plain cross-entropy."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from bench.approaches.crnn import SEED_001_INPUT, recurrent_head
-from bench.approaches.layers import conv
+from bench.approaches.layers import conv, recurrent_head
+from bench.approaches.recipes import SOURCE_001_INPUT
 from bench.approaches.registry import Approach, register
 
 
@@ -56,12 +56,12 @@ def search_space(trial) -> dict:
 register(
     Approach(
         name="ce-crnn",
-        seed="001",
+        source="001",
         codec="ce",
-        summary="seed 001's CE-CRNN: convs to 5 columns of 1x32x128, 2-layer BiLSTM, CE",
+        summary="source 001's CE-CRNN: convs to 5 columns of 1x32x128, 2-layer BiLSTM, CE",
         build=build,
         train={
-            **SEED_001_INPUT,
+            **SOURCE_001_INPUT,
             "width": 128,
             "optimizer": "adam",
             "lr": 4e-5,

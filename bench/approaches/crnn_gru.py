@@ -1,4 +1,4 @@
-"""Seed 002: two convs, a linear map of each column, a two-layer BiGRU, CTC (blank 0)."""
+"""Source 002: two convs, a linear map of each column, a two-layer BiGRU, CTC (blank 0)."""
 
 from __future__ import annotations
 
@@ -53,9 +53,9 @@ def search_space(trial) -> dict:
 register(
     Approach(
         name="crnn-gru",
-        seed="002",
+        source="002",
         codec="ctc",
-        summary="seed 002: conv-pool x2, Linear(1152, 64), 2-layer BiGRU(32), CTC",
+        summary="source 002: conv-pool x2, Linear(1152, 64), 2-layer BiGRU(32), CTC",
         build=build,
         train=dict(
             channels=3,

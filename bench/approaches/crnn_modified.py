@@ -1,11 +1,11 @@
-"""Seed 001: the modified CRNN, strided convolutions instead of the late max-pools (10 steps)."""
+"""Source 001: the modified CRNN, strided convolutions instead of the late max-pools (10 steps)."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from bench.approaches.crnn import SEED_001_INPUT, recurrent_head
-from bench.approaches.layers import conv
+from bench.approaches.layers import conv, recurrent_head
+from bench.approaches.recipes import SOURCE_001_INPUT
 from bench.approaches.registry import Approach, register
 
 
@@ -42,12 +42,12 @@ def search_space(trial) -> dict:
 register(
     Approach(
         name="crnn-modified",
-        seed="001",
+        source="001",
         codec="ctc",
-        summary="seed 001's modified CRNN: strided convs, 10 steps of 1x32x176, BiLSTM, CTC",
+        summary="source 001's modified CRNN: strided convs, 10 steps of 1x32x176, BiLSTM, CTC",
         build=build,
         train={
-            **SEED_001_INPUT,
+            **SOURCE_001_INPUT,
             "width": 176,
             "optimizer": "adadelta",
             "lr": 1.2,

@@ -1,4 +1,4 @@
-"""Seed 000, third approach: resnet34 cut at stride 16, two BiLSTMs, CTC, beam search."""
+"""Source 000, third approach: resnet34 cut at stride 16, two BiLSTMs, CTC, beam search."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import timm
 from torch import nn
 
 from bench.approaches.layers import Recurrent, SequenceHead, output_shape
-from bench.approaches.multihead import SEED_000_TRAINING
+from bench.approaches.recipes import SOURCE_000_TRAINING
 from bench.approaches.registry import Approach, register
 
 
@@ -88,16 +88,16 @@ def search_space(trial) -> dict:
 register(
     Approach(
         name="crnn-resnet",
-        seed="000",
+        source="000",
         codec="ctc",
         summary="timm resnet34 cut to >= 2L+1 columns, map-to-seq, two BiLSTMs, CTC + beam",
         build=build,
         train={
-            **SEED_000_TRAINING,
+            **SOURCE_000_TRAINING,
             "decoder": "beam",
             "beam_width": 10,
             "emission_threshold": -4.605170185988091,
-        },  # log(0.01), seed 000's threshold
+        },  # log(0.01), source 000's threshold
         model=dict(
             backbone="resnet34", pretrained=False, seq_hidden=64, rnn1=256, rnn2=128, dropout=0.1
         ),

@@ -80,7 +80,7 @@ class SequenceHead(nn.Module):
 
 
 class Positions(nn.Module):
-    """``(N, C * L)`` logits -> ``(N, L, C)``: the multi-output heads of seed 000."""
+    """``(N, C * L)`` logits -> ``(N, L, C)``: the multi-output heads of source 000."""
 
     def __init__(self, max_len: int):
         super().__init__()
@@ -88,3 +88,24 @@ class Positions(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], self.max_len, -1)
+
+
+def recurrent_head(
+    features: nn.Module,
+    channels: int,
+    height: int,
+    width: int,
+    num_classes: int,
+    hidden: int,
+    dropout: float = 0.0,
+    steps: int | None = None,
+) -> nn.Module:
+    """Source 001's recurrent part: a 2-layer BiLSTM over the columns and a linear classifier.
+
+    ``steps`` pools the columns to a fixed count (CE-CRNN reads exactly L positions).
+    """
+    if steps is not None and output_shape(features, channels, height, width)[-1] != steps:
+        features = nn.Sequential(features, nn.AdaptiveAvgPool2d((None, steps)))
+    _, c, h, _ = output_shape(features, channels, height, width)
+    rnn = Recurrent("lstm", c * h, hidden, layers=2, dropout=dropout)
+    return SequenceHead(features, nn.Sequential(rnn, nn.Linear(rnn.out_features, num_classes)))

@@ -1,4 +1,4 @@
-"""Seed 003: a stacked LSTM reading the image column by column, CTC."""
+"""Source 003: a stacked LSTM reading the image column by column, CTC."""
 
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def search_space(trial) -> dict:
 register(
     Approach(
         name="lstm-columns",
-        seed="003",
+        source="003",
         codec="ctc",
-        summary="seed 003: 2-layer LSTM(512) over the 160 columns of a 1x60x160 image, CTC",
+        summary="source 003: 2-layer LSTM(512) over the 160 columns of a 1x60x160 image, CTC",
         build=build,
         train=dict(
             channels=1,

@@ -1,4 +1,4 @@
-"""Seed 000, first approach: a CNN whose output is L x C (one classifier per position)."""
+"""Source 000, first approach: a CNN whose output is L x C (one classifier per position)."""
 
 from __future__ import annotations
 
@@ -6,28 +6,8 @@ from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
 from bench.approaches.layers import Positions, timm_body
+from bench.approaches.recipes import SOURCE_000_TRAINING
 from bench.approaches.registry import Approach, register
-
-# fastai's fit_one_cycle(60, 3e-3) with its Adam (decoupled weight decay 0.01), batch 8, the
-# augmentation of seed 000 (Rotate 10, Brightness 0.5, Contrast 0.5), label-smoothing CE (0.1)
-SEED_000_TRAINING = dict(
-    channels=3,
-    height=50,
-    width=200,
-    mean=(0.0,),
-    std=(1.0,),
-    optimizer="adamw",
-    lr=3e-3,
-    weight_decay=0.01,
-    batch_size=8,
-    drop_last=True,
-    epochs=60,
-    schedule="onecycle",
-    pct_start=0.25,
-    rotate=10.0,
-    brightness=0.5,
-    contrast=0.5,
-)
 
 
 def build(
@@ -71,11 +51,11 @@ def search_space(trial) -> dict:
 register(
     Approach(
         name="multihead",
-        seed="000",
+        source="000",
         codec="ce",
         summary="timm CNN (resnet34d ~ xresnet34), pooled head emitting L x C, label-smoothing CE",
         build=build,
-        train={**SEED_000_TRAINING, "label_smoothing": 0.1},
+        train={**SOURCE_000_TRAINING, "label_smoothing": 0.1},
         model=dict(backbone="resnet34d", pretrained=False, dropout=0.5),
         search_space=search_space,
     )

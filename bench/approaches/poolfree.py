@@ -1,11 +1,11 @@
-"""Seed 000, second approach: the same body without the global pool, a flatten-MLP head."""
+"""Source 000, second approach: the same body without the global pool, a flatten-MLP head."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from bench.approaches.layers import Positions, output_shape, timm_body
-from bench.approaches.multihead import SEED_000_TRAINING
+from bench.approaches.recipes import SOURCE_000_TRAINING
 from bench.approaches.registry import Approach, register
 
 
@@ -51,11 +51,11 @@ def search_space(trial) -> dict:
 register(
     Approach(
         name="poolfree",
-        seed="000",
+        source="000",
         codec="ce",
         summary="the multihead body with the global pool removed and a flatten-MLP head",
         build=build,
-        train={**SEED_000_TRAINING, "label_smoothing": 0.1},
+        train={**SOURCE_000_TRAINING, "label_smoothing": 0.1},
         model=dict(backbone="resnet34d", pretrained=False, dropout=0.5, hidden=1000),
         search_space=search_space,
     )

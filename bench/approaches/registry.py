@@ -8,23 +8,24 @@ from typing import Any
 
 from torch import nn
 
-from bench.hparams import TrainConfig
+from bench.hparams import TrainConfig, check_model_hparams
 
 SearchSpace = Callable[[Any], dict[str, Any]]  # optuna.Trial -> hyperparameters
 
 
 @dataclass(frozen=True)
 class Approach:
-    """One architecture of the benchmark, with its seed's defaults and an Optuna search space.
+    """One architecture of the benchmark, with its source's defaults and an Optuna search space.
 
     ``build(num_classes, max_len, channels, height, width, **model_hp)`` returns a module whose
     output is ``(batch, steps, num_classes)`` logits for the ``codec`` (``"ce"`` or ``"ctc"``).
-    ``train`` overrides :class:`~bench.hparams.TrainConfig`'s generic values with the seed's;
-    ``model`` holds the keyword arguments of ``build``.
+    ``source`` names the document it comes from (``"000"`` .. ``"003"``); ``train`` overrides
+    :class:`~bench.hparams.TrainConfig`'s generic values with the source's; ``model`` holds the
+    keyword arguments of ``build``.
     """
 
     name: str
-    seed: str
+    source: str
     codec: str
     summary: str
     build: Callable[..., nn.Module]
@@ -34,11 +35,12 @@ class Approach:
 
     @property
     def defaults(self) -> dict[str, Any]:
-        """Every hyperparameter of a run with no overrides: the seed's reproduction."""
+        """Every hyperparameter of a run with no overrides: the source's reproduction."""
         return {**TrainConfig().to_dict(), **self.train, **self.model}
 
     def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated with ``overrides``; an unknown key is an error that lists the known."""
+        """Defaults updated with ``overrides``, checked: an unknown key is an error that lists the
+        known, a value of the wrong type or out of range one that names it."""
         overrides = dict(overrides or {})
         if unknown := sorted(overrides.keys() - self.defaults.keys()):
             raise KeyError(
@@ -46,7 +48,10 @@ class Approach:
                 f"{', '.join(sorted(self.defaults))}"
             )
         defaults = self.defaults
-        return {**defaults, **{k: coerce(k, v, defaults[k]) for k, v in overrides.items()}}
+        hp = {**defaults, **{k: coerce(k, v, defaults[k]) for k, v in overrides.items()}}
+        TrainConfig.from_hparams(hp).check()
+        check_model_hparams({k: v for k, v in hp.items() if k in self.model})
+        return hp
 
     def build_model(self, num_classes: int, max_len: int, hp: Mapping[str, Any]) -> nn.Module:
         """The model for resolved hyperparameters ``hp`` (the keys ``build`` takes)."""
@@ -106,8 +111,8 @@ def get_approach(name: str) -> Approach:
 
 
 def list_approaches() -> list[str]:
-    """Registered names, by seed document, then name."""
-    return sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].seed, name))
+    """Registered names, by source document, then name."""
+    return sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].source, name))
 
 
 def create_model(

@@ -268,12 +268,13 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
 
 
 def budget(study: dict[str, Any]) -> str:
-    """ "20 trials of 10 epochs" from a study run's params."""
-    epochs = study.get("params.fixed.epochs")
+    """ "20 trials of 10 epochs" from a study run's ``trial_epochs`` metric (the epochs of its
+    trials' spec)."""
+    epochs = study.get("metrics.trial_epochs")
     each = (
-        f"{epochs} epoch{'' if epochs == '1' else 's'}"
-        if isinstance(epochs, str)
-        else "the approach's own epochs"
+        "the approach's own epochs"
+        if epochs is None or pd.isna(epochs)
+        else f"{int(epochs)} epoch{'' if int(epochs) == 1 else 's'}"
     )
     return f"{study.get('params.trials')} trials of {each}"
 

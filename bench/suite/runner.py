@@ -1,5 +1,5 @@
-"""Suites: ``experiments/<name>.yaml`` -> per dataset and approach an Optuna study, then final
-trainings with the best parameters, one per seed, then the report and a summary.
+"""Running a suite: per dataset and approach an Optuna study, then final trainings with the best
+parameters, one per seed (the report and summary are made by the CLI).
 
 Every unit of work lives in Optuna's storage: tuning trials in the approach's study, final
 trainings as the enqueued trials of a second study (``.../final``), one per seed. A unit is
@@ -11,140 +11,32 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
 import torch
-import yaml
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from bench.approaches import get_approach, list_approaches
 from bench.config import cache_dir
 from bench.data import Dataset, load_dataset
-from bench.tracking import train_tracked
-from bench.tune import (
+from bench.spec import make_spec
+from bench.study import (
     POLL_S,
     StorageLock,
-    TuneConfig,
+    claimed,
     counted,
-    create_study,
     open_storage,
     trial_key,
-    work,
+    worker_processes,
 )
-
-SUITE_KEYS = {"description", "datasets", "approaches", "seeds", "split_seed", "set", "tuning"}
-SUITE_KEYS |= {"final", "experiment", "log_models"}
-SHIPPED = Path(__file__).resolve().parents[1] / "experiments"
-STAGE_KEYS = {"tuning": {"trials", "set", "pruner", "sampler"}, "final": {"set"}}
-
-
-class SuiteError(ValueError):
-    """A suite file that cannot be run as written."""
-
-
-@dataclass
-class Suite:
-    """A suite file, read and checked."""
-
-    name: str
-    path: Path
-    datasets: list[str]
-    approaches: list[str]
-    seeds: list[int]
-    trials: int = 0
-    tuning_set: dict[str, Any] = field(default_factory=dict)
-    final_set: dict[str, Any] = field(default_factory=dict)
-    common_set: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"
-    sampler: str = "tpe"
-    split_seed: int = 0
-    experiment: str = ""
-    log_models: bool = False
-    description: str = ""
-    digest: str = ""
-
-    def tuning_overrides(self) -> dict[str, Any]:
-        return {**self.common_set, **self.tuning_set}
-
-    def final_overrides(self, best: dict[str, Any]) -> dict[str, Any]:
-        return {**self.common_set, **best, **self.final_set}
-
-    def epochs(self, approach: str, overrides: dict[str, Any]) -> int:
-        return int(get_approach(approach).resolve(overrides)["epochs"])
-
-
-def default_suite() -> str:
-    """``full`` where CUDA is available, else ``quick``."""
-    import torch
-
-    return "full" if torch.cuda.is_available() else "quick"
-
-
-def find_suite(name: str | Path) -> Path:
-    """A YAML file, or the name of one in ``experiments/`` (here, else beside the package)."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise SuiteError(f"suite file {path} does not exist")
-        return path
-    for folder in (Path("experiments"), SHIPPED):
-        if (folder / f"{name}.yaml").is_file():
-            return folder / f"{name}.yaml"
-    known = sorted(p.stem for p in SHIPPED.glob("*.yaml"))
-    raise SuiteError(f"unknown suite {str(name)!r}; known: {', '.join(known) or 'none'}")
-
-
-def load_suite(name: str | Path) -> Suite:
-    """Read and check a suite: unknown keys, approaches and hyperparameters are errors."""
-    path = find_suite(name)
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise SuiteError(f"{path}: not valid YAML: {err}") from None
-    if unknown := set(raw) - SUITE_KEYS:
-        raise SuiteError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(SUITE_KEYS)}")
-    for stage, allowed in STAGE_KEYS.items():
-        if unknown := set(raw.get(stage) or {}) - allowed:
-            raise SuiteError(f"{path}: unknown key(s) {sorted(unknown)} under {stage}:")
-    approaches = raw.get("approaches", "all")
-    tuning, final = raw.get("tuning") or {}, raw.get("final") or {}
-    suite = Suite(
-        name=path.stem,
-        path=path,
-        datasets=list(raw.get("datasets") or ["captcha-v2"]),
-        approaches=list_approaches() if approaches == "all" else list(approaches),
-        seeds=[int(s) for s in raw.get("seeds", [0])],
-        trials=int(tuning.get("trials", 0)),
-        tuning_set=dict(tuning.get("set") or {}),
-        final_set=dict(final.get("set") or {}),
-        common_set=dict(raw.get("set") or {}),
-        pruner=tuning.get("pruner", "median"),
-        sampler=tuning.get("sampler", "tpe"),
-        split_seed=int(raw.get("split_seed", 0)),
-        experiment=raw.get("experiment") or path.stem,
-        log_models=bool(raw.get("log_models", False)),
-        description=str(raw.get("description", "")),
-        digest=hashlib.sha256(text.encode()).hexdigest()[:12],
-    )
-    if not suite.seeds or len(set(suite.seeds)) != len(suite.seeds):
-        raise SuiteError(f"{path}: seeds must be a non-empty list of distinct integers")
-    for approach in suite.approaches:
-        try:
-            get_approach(approach).resolve(suite.tuning_overrides())
-            get_approach(approach).resolve(suite.final_overrides({}))
-        except (KeyError, ValueError) as err:
-            raise SuiteError(f"{path}: {approach}: {err.args[0] if err.args else err}") from None
-    return suite
+from bench.suite.schema import Suite
+from bench.tracked import train_tracked
+from bench.tune import TuneConfig, create_study, work
 
 
 @dataclass
@@ -157,6 +49,8 @@ class Unit:
     storage: str
     device: str = "auto"
     data_dir: str | None = None
+    precision: str = "auto"
+    compile: bool = False
 
     @property
     def study(self) -> str:
@@ -174,6 +68,8 @@ class Unit:
             sampler=self.suite.sampler,
             overrides=self.suite.tuning_overrides(),
             device=self.device,
+            precision=self.precision,
+            compile=self.compile,
             data_dir=self.data_dir,
             split_seed=self.suite.split_seed,
             experiment=self.suite.experiment,
@@ -256,31 +152,35 @@ def run_finals(
             trial.set_user_attr("spare", True)
             raise SpareTrial
         try:
-            result, run_id = train_tracked(
-                unit.approach,
-                dataset(),
-                overrides,
-                seed=seed,
-                device=unit.device,
-                experiment=unit.suite.experiment,
-                suite=unit.suite.name,
-                callbacks=callbacks,
-                checkpoint_dir=cache_dir() / "checkpoints",
-                log_model=unit.suite.log_models,
-                progress=False,
-                tags={
-                    "kind": "final",
-                    "optuna_trial": trial_key(study.study_name, trial.number),
-                    "suite_file": unit.suite.path.name,
-                    "suite_digest": unit.suite.digest,
-                },
-                state_tag="final_state",
-            )
-        except KeyboardInterrupt:
-            study.enqueue_trial({}, user_attrs={"seed": seed, "retry_of": trial.number})
-            raise
+            with claimed(trial, {"seed": seed}, params={}):
+                spec = make_spec(
+                    unit.approach,
+                    dataset(),
+                    overrides,
+                    seed=seed,
+                    device=unit.device,
+                    precision=unit.precision,
+                    compile=unit.compile,
+                )
+                result, run_id = train_tracked(
+                    spec,
+                    dataset(),
+                    experiment=unit.suite.experiment,
+                    tags={
+                        "suite": unit.suite.name,
+                        "kind": "final",
+                        "optuna_trial": trial_key(study.study_name, trial.number),
+                        "suite_file": unit.suite.path.name,
+                        "suite_digest": unit.suite.digest,
+                    },
+                    run_name=f"{unit.approach} {unit.dataset} seed {seed}",
+                    callbacks=callbacks,
+                    checkpoint_dir=cache_dir() / "checkpoints",
+                    log_model=unit.suite.log_models,
+                    progress=False,
+                    state_tag="final_state",
+                )
         except Exception as err:
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:2000])
             if on_done:
                 on_done(seed, "failed", err)
             raise
@@ -377,6 +277,8 @@ def run_suite(
     data_dir: str | None = None,
     quiet: bool = False,
     workers: int = 1,
+    precision: str = "auto",
+    compile: bool = False,
 ) -> SuiteOutcome:
     """Tune, then train the final seeds of every (dataset, approach); failures are collected,
     the rest goes on. Interrupting raises ``KeyboardInterrupt``; a re-run resumes. ``workers``
@@ -389,32 +291,20 @@ def run_suite(
     for name in suite.datasets:  # a missing dataset stops the suite before any training
         load_dataset(name, data_dir=data_dir, split_seed=suite.split_seed)
     open_storage(storage)  # create the schema once
-    units = suite_units(suite, storage, device, data_dir)
-    total, done = planned_work(units)
-    context = multiprocessing.get_context("spawn")
-    threads = max(1, torch.get_num_threads() // workers)
-    others = [
-        context.Process(target=_worker, args=(suite, storage, device, data_dir, threads))
-        for _ in range(workers - 1)
-    ]
-    for process in others:
-        process.start()
-    torch.set_num_threads(threads)
-    progress = Progress(total, done, quiet)
-    try:
-        return work_on(units, progress)
-    finally:
-        progress.close()
-        for process in others:
-            process.join()
-
-
-def suite_units(suite: Suite, storage: str, device: str, data_dir: str | None) -> list[Unit]:
-    return [
-        Unit(suite, dataset, approach, storage, device, data_dir)
+    units = [
+        Unit(suite, dataset, approach, storage, device, data_dir, precision, compile)
         for dataset in suite.datasets
         for approach in suite.approaches
     ]
+    total, done = planned_work(units)
+    threads = max(1, torch.get_num_threads() // workers)
+    with worker_processes(_worker, (units, threads), workers - 1):
+        torch.set_num_threads(threads)
+        progress = Progress(total, done, quiet)
+        try:
+            return work_on(units, progress)
+        finally:
+            progress.close()
 
 
 def work_on(units: list[Unit], progress: Progress) -> SuiteOutcome:
@@ -427,10 +317,9 @@ def work_on(units: list[Unit], progress: Progress) -> SuiteOutcome:
     return outcome
 
 
-def _worker(suite: Suite, storage: str, device: str, data_dir: str | None, threads: int) -> None:
+def _worker(units: list[Unit], threads: int) -> None:
     """An extra worker process of ``run_suite``: its log lines, no bar; Ctrl-C ends it quietly."""
     torch.set_num_threads(threads)
-    units = suite_units(suite, storage, device, data_dir)
     with contextlib.suppress(KeyboardInterrupt):
         work_on(units, Progress(0, 0, quiet=True))
 

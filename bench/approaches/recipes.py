@@ -1,0 +1,27 @@
+"""Training recipes shared by the approaches of one source document (approaches import this)."""
+
+from __future__ import annotations
+
+# source 000 (fastai): fit_one_cycle(60, 3e-3) with fastai's Adam (decoupled weight decay 0.01),
+# batch 8 with the last partial batch dropped, RGB in [0, 1], Rotate 10, Brightness and Contrast 0.5
+SOURCE_000_TRAINING = dict(
+    channels=3,
+    height=50,
+    width=200,
+    mean=(0.0,),
+    std=(1.0,),
+    optimizer="adamw",
+    lr=3e-3,
+    weight_decay=0.01,
+    batch_size=8,
+    drop_last=True,
+    epochs=60,
+    schedule="onecycle",
+    pct_start=0.25,
+    rotate=10.0,
+    brightness=0.5,
+    contrast=0.5,
+)
+
+# source 001 (plain PyTorch) feeds raw 0..255 grayscale floats, 32 pixels high
+SOURCE_001_INPUT = dict(channels=1, height=32, mean=(0.0,), std=(1 / 255,))

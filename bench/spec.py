@@ -1,0 +1,141 @@
+"""A run defined once: :class:`RunSpec`, resolved and checked in one place.
+
+CLI flags, suite files and Optuna's suggestions all end here; everything below (training,
+checkpoints, MLflow params, result files, reports) reads the spec and nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.approaches import get_approach
+from bench.hparams import TrainConfig
+
+PRECISIONS = ("auto", "fp32", "bf16")
+# the modules whose code decides what every run computes (an approach's own module is added)
+RUN_MODULES = (
+    "bench.approaches.layers",
+    "bench.approaches.recipes",
+    "bench.codecs",
+    "bench.data.augment",
+    "bench.data.store",
+    "bench.hparams",
+    "bench.train",
+)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that changes a training's result.
+
+    ``hparams`` holds every hyperparameter, resolved (the approach's defaults updated with the
+    overrides); ``device`` and ``precision`` are resolved too (``cpu``/``cuda``, ``fp32``/``bf16``).
+    """
+
+    approach: str
+    hparams: Mapping[str, Any] = field(repr=False)
+    dataset: str
+    fingerprint: str
+    split_seed: int
+    seed: int
+    device: str
+    precision: str
+    compile: bool = False
+    skip_bad: bool = False
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return TrainConfig.from_hparams(self.hparams)
+
+    @property
+    def source(self) -> str:
+        return get_approach(self.approach).source
+
+    @property
+    def code(self) -> str:
+        """Digest of the code that defines this run (see :func:`code_digest`)."""
+        return code_digest(self.approach)
+
+    @property
+    def digest(self) -> str:
+        """The run key: every field and the code; names the checkpoint."""
+        text = json.dumps([asdict(self), self.code], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def params(self) -> dict[str, Any]:
+        """The spec as MLflow params: hyperparameters by name, run settings beside them."""
+        run = {k: v for k, v in asdict(self).items() if k != "hparams"}
+        return {
+            **self.hparams,
+            **run,
+            "source": self.source,
+            "code": self.code,
+            "run_key": self.digest,
+        }
+
+
+def make_spec(
+    approach: str,
+    dataset: Any,
+    overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: bool = False,
+) -> RunSpec:
+    """Resolve and check a run: hyperparameters (unknown keys, types, ranges), device (``cuda``
+    without CUDA is an error), precision; ``dataset`` is a loaded :class:`~bench.data.Dataset`."""
+    hparams = get_approach(approach).resolve(overrides)
+    dev = resolve_device(device)
+    return RunSpec(
+        approach=approach,
+        hparams=hparams,
+        dataset=dataset.name,
+        fingerprint=dataset.source.fingerprint,
+        split_seed=dataset.split_seed,
+        seed=int(seed),
+        device=dev,
+        precision=resolve_precision(precision, dev),
+        compile=bool(compile),
+        skip_bad=dataset.skip_bad,
+    )
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device={device!r}: use auto, cpu or cuda")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto``: bf16 autocast on CUDA, fp32 on CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device == "cuda" else "fp32"
+    return precision
+
+
+@functools.cache
+def code_digest(approach: str) -> str:
+    """sha256 of the source files of the approach's module and of :data:`RUN_MODULES`: an edit to
+    any of them gives new run keys, so no checkpoint of older code is reused."""
+    module = get_approach(approach).build.__module__
+    digest = hashlib.sha256()
+    for name in sorted({module, *RUN_MODULES}):
+        path = Path(importlib.import_module(name).__file__)
+        digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]

@@ -1,0 +1,186 @@
+"""Suite files: ``experiments/<name>.yaml`` read and checked (keys, types, approaches, values)
+before any work starts."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.approaches import get_approach, list_approaches
+from bench.tune import PRUNERS, SAMPLERS
+
+SUITE_KEYS = {"description", "datasets", "approaches", "seeds", "split_seed", "set", "tuning"}
+SUITE_KEYS |= {"final", "experiment", "log_models"}
+SHIPPED = Path(__file__).resolve().parents[2] / "experiments"
+STAGE_KEYS = {"tuning": {"trials", "set", "pruner", "sampler"}, "final": {"set"}}
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be run as written."""
+
+
+@dataclass
+class Suite:
+    """A suite file, read and checked."""
+
+    name: str
+    path: Path
+    datasets: list[str]
+    approaches: list[str]
+    seeds: list[int]
+    trials: int = 0
+    tuning_set: dict[str, Any] = field(default_factory=dict)
+    final_set: dict[str, Any] = field(default_factory=dict)
+    common_set: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "median"
+    sampler: str = "tpe"
+    split_seed: int = 0
+    experiment: str = ""
+    log_models: bool = False
+    description: str = ""
+    digest: str = ""
+
+    def tuning_overrides(self) -> dict[str, Any]:
+        return {**self.common_set, **self.tuning_set}
+
+    def final_overrides(self, best: dict[str, Any]) -> dict[str, Any]:
+        return {**self.common_set, **best, **self.final_set}
+
+    def epochs(self, approach: str, overrides: dict[str, Any]) -> int:
+        return int(get_approach(approach).resolve(overrides)["epochs"])
+
+
+def default_suite() -> str:
+    """``full`` where CUDA is available, else ``quick``."""
+    import torch
+
+    return "full" if torch.cuda.is_available() else "quick"
+
+
+def find_suite(name: str | Path) -> Path:
+    """A YAML file, or the name of one in ``experiments/`` (here, else beside the package)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise SuiteError(f"suite file {path} does not exist")
+        return path
+    for folder in (Path("experiments"), SHIPPED):
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    known = sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+    raise SuiteError(f"unknown suite {str(name)!r}; known: {', '.join(known) or 'none'}")
+
+
+def load_suite(name: str | Path) -> Suite:
+    """Read and check a suite: unknown keys, wrong types, unknown approaches, pruners and
+    samplers and out-of-range hyperparameters are :class:`SuiteError` naming the file and key."""
+    path = find_suite(name)
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SuiteError(f"{path}: not valid YAML: {err}") from None
+    if raw is None:
+        raise SuiteError(f"{path}: the file is empty; see experiments/smoke.yaml for an example")
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{path}: a suite is a mapping of keys ({', '.join(sorted(SUITE_KEYS))})")
+    if unknown := set(raw) - SUITE_KEYS:
+        raise SuiteError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(SUITE_KEYS)}")
+    check = Checker(path)
+    tuning, final = check.mapping(raw, "tuning"), check.mapping(raw, "final")
+    for stage, values in (("tuning", tuning), ("final", final)):
+        if unknown := set(values) - STAGE_KEYS[stage]:
+            raise SuiteError(f"{path}: unknown key(s) {sorted(unknown)} under {stage}:")
+    approaches = raw.get("approaches", "all")
+    suite = Suite(
+        name=path.stem,
+        path=path,
+        datasets=check.names(raw, "datasets", ["captcha-v2"]),
+        approaches=list_approaches() if approaches == "all" else check.names(raw, "approaches"),
+        seeds=check.integers(raw, "seeds", [0]),
+        trials=check.integer(tuning, "trials", 0, "tuning: trials"),
+        tuning_set=check.mapping(tuning, "set", "tuning: set"),
+        final_set=check.mapping(final, "set", "final: set"),
+        common_set=check.mapping(raw, "set"),
+        pruner=check.choice(tuning, "pruner", "median", PRUNERS),
+        sampler=check.choice(tuning, "sampler", "tpe", SAMPLERS),
+        split_seed=check.integer(raw, "split_seed", 0),
+        experiment=check.text(raw, "experiment", path.stem),
+        log_models=check.boolean(raw, "log_models", False),
+        description=check.text(raw, "description", ""),
+        digest=hashlib.sha256(text.encode()).hexdigest()[:12],
+    )
+    for approach in suite.approaches:
+        try:
+            get_approach(approach).resolve(suite.tuning_overrides())
+            get_approach(approach).resolve(suite.final_overrides({}))
+        except (KeyError, ValueError) as err:
+            raise SuiteError(f"{path}: {approach}: {err.args[0] if err.args else err}") from None
+    return suite
+
+
+class Checker:
+    """Typed reads of a suite's values; a wrong type is a :class:`SuiteError` with an example."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, value: Any, wanted: str) -> SuiteError:
+        return SuiteError(f"{self.path}: {key} must be {wanted}, got {value!r}")
+
+    def mapping(self, raw: dict, key: str, label: str | None = None) -> dict[str, Any]:
+        value = raw.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(label or key, value, "a mapping, e.g. {trials: 5}")
+        return dict(value)
+
+    def names(self, raw: dict, key: str, default: list[str] | None = None) -> list[str]:
+        value = raw.get(key)
+        if value is None and default is not None:
+            return default
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise self.fail(key, value, "a name or a non-empty list of names, e.g. [crnn, ce-crnn]")
+
+    def integers(self, raw: dict, key: str, default: list[int]) -> list[int]:
+        value = raw.get(key, default)
+        ok = isinstance(value, list) and value and all(is_int(v) for v in value)
+        if not ok or len(set(value)) != len(value):
+            raise self.fail(key, value, "a non-empty list of distinct integers, e.g. [0, 1, 2]")
+        return list(value)
+
+    def integer(self, raw: dict, key: str, default: int, label: str | None = None) -> int:
+        value = raw.get(key, default)
+        if not is_int(value) or value < 0:
+            raise self.fail(label or key, value, "an integer >= 0")
+        return value
+
+    def choice(self, raw: dict, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = raw.get(key, default)
+        if value not in choices:
+            raise self.fail(f"tuning: {key}", value, " | ".join(choices))
+        return value
+
+    def text(self, raw: dict, key: str, default: str) -> str:
+        value = raw.get(key) or default
+        if not isinstance(value, str):
+            raise self.fail(key, value, "a string")
+        return value
+
+    def boolean(self, raw: dict, key: str, default: bool) -> bool:
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, value, "true or false")
+        return value
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

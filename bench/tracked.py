@@ -1,0 +1,137 @@
+"""A training inside an MLflow run: the spec as params, every epoch, the result and its figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import torch
+from mlflow.models import infer_signature
+
+from bench.data import Dataset
+from bench.metrics import confusion_frame
+from bench.plots import confusion_figure, misread_gallery
+from bench.recognizer import Recognizer, recognizer_metadata
+from bench.spec import RunSpec
+from bench.tracking import environment, log_figure, log_params, mlflow_run
+from bench.train import TrainResult, train
+
+
+class EpochLogger:
+    """Trainer callback: per-epoch metrics to the active run."""
+
+    def __init__(self) -> None:
+        self.logged: set[int] = set()
+
+    def __call__(self, epoch: int, stats: dict[str, float]) -> None:
+        mlflow.log_metrics(stats, step=epoch + 1)
+        self.logged.add(epoch)
+
+
+def run_params(spec: RunSpec, data: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run logs as params: its spec, the data it saw (``data.*``) and the environment."""
+    return {**spec.params(), **{f"data.{k}": v for k, v in data.items()}, **environment()}
+
+
+def log_result(
+    result: TrainResult, dataset: Dataset, logger: EpochLogger, log_model: bool = True
+) -> None:
+    """Final metrics, any epochs resumed from a checkpoint, predictions, figures and the model."""
+    for epoch, stats in enumerate(result.history):
+        if epoch not in logger.logged:
+            mlflow.log_metrics(stats, step=epoch + 1)
+    mlflow.log_metrics(
+        {
+            **{f"test_{k}": v for k, v in (result.test or {}).items()},
+            "params": result.params,
+            "flops": result.flops,
+            "train_seconds": result.train_seconds,
+            "train_img_per_s": result.img_per_s,
+            **result.inference,
+            "epochs_run": len(result.history),
+        }
+    )
+    if result.resumed_epochs:
+        mlflow.set_tag("resumed_epochs", result.resumed_epochs)
+    split = "test" if result.test is not None else "val"
+    predictions = pd.DataFrame(result.predictions)
+    mlflow.log_text(predictions.to_csv(index=False), "predictions.csv")
+    hp = result.hparams
+    store = dataset.store(hp["channels"], hp["height"], hp["width"])
+    if store.skipped:
+        mlflow.log_text("\n".join(f"{f}: {why}" for f, why in store.skipped), "skipped.txt")
+    log_figure(misread_gallery(predictions, store, split), "misread.png")
+    log_figure(
+        confusion_figure(
+            confusion_frame(predictions, result.codec.charset), f"{split} character confusions"
+        ),
+        "confusion.png",
+    )
+    meta = recognizer_metadata(
+        result.approach, result.codec.kind, result.codec.charset, result.codec.max_len, hp
+    )
+    mlflow.log_dict(meta, "bench.json")
+    if log_model:
+        recognizer = Recognizer(result.model, hp["mean"], hp["std"]).cpu().eval()
+        example = store.images[:1].numpy()
+        with torch.no_grad():
+            output = recognizer(torch.from_numpy(example)).float().numpy()
+        mlflow.pytorch.log_model(
+            recognizer,
+            name="model",
+            input_example=example,
+            serialization_format="pickle",
+            metadata=meta,
+            signature=infer_signature(example, output),
+        )
+
+
+def train_tracked(
+    spec: RunSpec,
+    dataset: Dataset,
+    experiment: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    callbacks: tuple = (),
+    checkpoint_dir: Path | None = None,
+    log_model: bool = True,
+    progress: bool = True,
+    test: bool = True,
+    finished_on: tuple[type[BaseException], ...] = (),
+    state_tag: str | None = None,
+) -> tuple[TrainResult, str]:
+    """:func:`bench.train.train` inside an MLflow run (see :func:`~bench.tracking.mlflow_run` for
+    how it ends); returns the result and the run id."""
+    store = dataset.store(spec.cfg.channels, spec.cfg.height, spec.cfg.width)
+    run_tags = {
+        "approach": spec.approach,
+        "source": spec.source,
+        "dataset": spec.dataset,
+        "seed": spec.seed,
+        "suite": "",
+        **(tags or {}),
+    }
+    with mlflow_run(
+        experiment or spec.dataset,
+        run_name or f"{spec.approach}-seed{spec.seed}",
+        run_tags,
+        parent_run_id,
+        finished_on=finished_on,
+        state_tag=state_tag,
+    ) as run:
+        log_params(run_params(spec, dataset.describe(store)))
+        logger = EpochLogger()
+        result = train(
+            spec,
+            dataset,
+            callbacks=(logger, *callbacks),
+            checkpoint_dir=checkpoint_dir,
+            progress=progress,
+            test=test,
+        )
+        log_result(result, dataset, logger, log_model=log_model)
+    return result, run.info.run_id
