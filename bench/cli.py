@@ -153,7 +153,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from bench.tune import TuneConfig, storage_url, study_report, tune
+    from bench.study import storage_url
+    from bench.tune import TuneConfig, study_report, tune
 
     overrides = overrides_from(args, args.approach)
     resolve_device(args.device)  # no CUDA: an error before any trial
@@ -186,7 +187,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.report import build_report
     from bench.suite import default_suite, load_suite, run_suite, summary_table
-    from bench.tune import storage_url
+    from bench.study import storage_url
 
     suite = load_suite(args.suite or default_suite())
     resolve_device(args.device)  # no CUDA: an error before any work
@@ -420,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         "perf",
         help="measure the training pipeline's speed",
         description="Per approach: train and eval img/s of the real pipeline and of pure "
-        "compute (pipeline efficiency), the speed-up over a seeds'-style PIL DataLoader loop, "
+        "compute (pipeline efficiency), the speed-up over a sources'-style PIL DataLoader loop, "
         "one epoch's wall time, single-image latency, peak memory and achieved FLOP/s against "
         "a measured matrix-multiply peak.",
     )
@@ -431,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="batch size (default: each approach's own)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument(
-        "--loader-workers", type=int, default=0, help="DataLoader workers of the seeds' loop"
+        "--loader-workers", type=int, default=0, help="DataLoader workers of the sources' loop"
     )
     p.add_argument("--out", type=Path, help="write the table as .json or .csv")
     p.add_argument("--mlflow", action="store_true", help="log the figures to MLflow (perf)")

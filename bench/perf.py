@@ -82,7 +82,7 @@ def matmul_peak(device: torch.device, size: int = 2048) -> float:
     return 2 * size**3 / seconds
 
 
-class SeedStyleImages(torch.utils.data.Dataset):
+class SourceStyleImages(torch.utils.data.Dataset):
     """The seeds' way: every item opens, converts, resizes and normalises one file with PIL."""
 
     def __init__(self, paths: list[Path], run: Trainer):
@@ -142,7 +142,7 @@ def measure(
     by_name = dict(zip((p.name for p in dataset.source.files), dataset.source.files, strict=True))
     paths = [by_name[run.store.files[i]] for i in run.split.train.tolist()]
     loader = torch.utils.data.DataLoader(
-        SeedStyleImages(paths, run),
+        SourceStyleImages(paths, run),
         batch_size=batch,
         shuffle=True,
         num_workers=loader_workers,
@@ -150,7 +150,7 @@ def measure(
     )
     loader_batches = iter(loader)
 
-    def seed_style(_: int) -> None:
+    def source_style(_: int) -> None:
         nonlocal loader_batches
         try:
             x, i = next(loader_batches)
@@ -161,7 +161,7 @@ def measure(
 
     model.train()
     train_s = timed_rounds(
-        dev, steps, {"real": real_train, "pure": pure_train, "seed_style": seed_style}
+        dev, steps, {"real": real_train, "pure": pure_train, "source_style": source_style}
     )
 
     eval_idx = run.split.test.to(dev)[: min(EVAL_BATCH, len(run.split.test))]
@@ -199,8 +199,8 @@ def measure(
         "eval_img_s": eval_img_s,
         "eval_pure_img_s": len(eval_idx) / eval_s["pure"],
         "eval_efficiency": eval_s["pure"] / eval_s["real"],
-        "seed_style_img_s": batch / train_s["seed_style"],
-        "speedup_vs_seed_style": train_s["seed_style"] / train_s["real"],
+        "source_style_img_s": batch / train_s["source_style"],
+        "speedup_vs_source_style": train_s["source_style"] / train_s["real"],
         "epoch_s": epoch_s,
         "latency_ms_p50": inference["latency_ms_p50"],
         "latency_ms_p95": inference["latency_ms_p95"],
@@ -227,7 +227,7 @@ def perf(
         row = rows[-1]
         progress(
             f"{spec.approach}: train {row['train_img_s']:.1f} img/s (efficiency "
-            f"{row['train_efficiency']:.2f}, {row['speedup_vs_seed_style']:.1f}x the seeds' loop), "
+            f"{row['train_efficiency']:.2f}, {row['speedup_vs_source_style']:.1f}x the sources' loop), "
             f"epoch {row['epoch_s']:.1f} s"
         )
     return pd.DataFrame(rows)

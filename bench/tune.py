@@ -303,9 +303,7 @@ def work(
     study = create_study(cfg)
     with StorageLock(cfg.storage):
         parent = parent_run(cfg)
-        study.enqueue_trial(
-            default_params(cfg), user_attrs={"defaults": True}, skip_if_exists=True
-        )
+        study.enqueue_trial(default_params(cfg), user_attrs={"defaults": True}, skip_if_exists=True)
     started = time.monotonic()
     bar = tqdm(
         total=cfg.trials,

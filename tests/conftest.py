@@ -121,3 +121,22 @@ def mlflow_server(backend_uri: str, artifacts: Path | None = None) -> Iterator[s
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def fit(approach, dataset, overrides=None, seed=0, device="auto", **kwargs):
+    """``bench.train.train`` of a spec made from an approach name and overrides."""
+    from bench.spec import make_spec
+    from bench.train import train
+
+    return train(
+        make_spec(approach, dataset, overrides, seed=seed, device=device), dataset, **kwargs
+    )
+
+
+def fit_tracked(approach, dataset, overrides=None, seed=0, device="auto", **kwargs):
+    """``bench.tracked.train_tracked`` of a spec made from an approach name and overrides."""
+    from bench.spec import make_spec
+    from bench.tracked import train_tracked
+
+    spec = make_spec(approach, dataset, overrides, seed=seed, device=device)
+    return train_tracked(spec, dataset, **kwargs)

@@ -4,7 +4,7 @@ import torch
 from bench.approaches import create_model, get_approach, list_approaches
 from bench.approaches.registry import Approach, register
 
-SEED_APPROACHES = {
+SOURCE_APPROACHES = {
     "multihead": ("000", "ce", (3, 50, 200)),
     "poolfree": ("000", "ce", (3, 50, 200)),
     "crnn-resnet": ("000", "ctc", (3, 50, 200)),
@@ -14,7 +14,7 @@ SEED_APPROACHES = {
     "crnn-gru": ("002", "ctc", (3, 75, 300)),
     "lstm-columns": ("003", "ctc", (1, 60, 160)),
 }
-# output steps at the default input for 5-character labels, as the seeds report them
+# output steps at the default input for 5-character labels, as the sources report them
 SEED_STEPS = {
     "multihead": 5,
     "poolfree": 5,
@@ -27,21 +27,21 @@ SEED_STEPS = {
 }
 
 
-def test_registry_lists_every_seed_approach():
-    assert set(list_approaches()) == set(SEED_APPROACHES)
-    for name, (seed, codec, shape) in SEED_APPROACHES.items():
+def test_registry_lists_every_source_approach():
+    assert set(list_approaches()) == set(SOURCE_APPROACHES)
+    for name, (source, codec, shape) in SOURCE_APPROACHES.items():
         approach = get_approach(name)
-        assert (approach.seed, approach.codec, approach.input_shape) == (seed, codec, shape)
+        assert (approach.source, approach.codec, approach.input_shape) == (source, codec, shape)
 
 
-@pytest.mark.parametrize("name", list(SEED_APPROACHES))
+@pytest.mark.parametrize("name", list(SOURCE_APPROACHES))
 def test_output_shape_at_default_input(name):
     model, hp = create_model(name, num_classes=20, max_len=5)
     x = torch.rand(2, hp["channels"], hp["height"], hp["width"])
     assert model.eval()(x).shape == (2, SEED_STEPS[name], 20)
 
 
-@pytest.mark.parametrize("name", list(SEED_APPROACHES))
+@pytest.mark.parametrize("name", list(SOURCE_APPROACHES))
 def test_longer_labels_get_enough_steps(name):
     """7-character labels over 37 classes: CE heads emit 7 positions, CTC heads at least 7 steps
     (the trainer warns below 2L+1, where a label of repeated characters cannot be aligned)."""
@@ -53,7 +53,7 @@ def test_longer_labels_get_enough_steps(name):
         assert out.shape[0] == 2 and out.shape[2] == 37 and out.shape[1] >= 7
 
 
-def test_crnn_resnet_is_cut_at_stride_16_like_seed_000():
+def test_crnn_resnet_is_cut_at_stride_16_like_source_000():
     model, _ = create_model("crnn-resnet", num_classes=20, max_len=5)
     assert model.features(torch.rand(1, 3, 50, 200)).shape == (1, 256, 4, 13)
 
@@ -61,7 +61,7 @@ def test_crnn_resnet_is_cut_at_stride_16_like_seed_000():
 def test_poolfree_head_reads_the_whole_feature_map():
     model, _ = create_model("poolfree", num_classes=20, max_len=5)
     first_linear = next(m for m in model[1] if isinstance(m, torch.nn.Linear))
-    assert first_linear.in_features == 7168  # 512 x 2 x 7, as in seed 000
+    assert first_linear.in_features == 7168  # 512 x 2 x 7, as in source 000
 
 
 def test_any_timm_backbone_and_pretrained_is_off_by_default():
@@ -96,7 +96,7 @@ def test_registering_twice_or_misplacing_keys_is_refused():
         register(existing)
     bad = Approach(
         name="bad",
-        seed="x",
+        source="x",
         codec="ctc",
         summary="",
         build=existing.build,

@@ -20,8 +20,8 @@ COLUMNS = {
     "eval_img_s",
     "eval_pure_img_s",
     "eval_efficiency",
-    "seed_style_img_s",
-    "speedup_vs_seed_style",
+    "source_style_img_s",
+    "speedup_vs_source_style",
     "epoch_s",
     "latency_ms_p50",
     "latency_ms_p95",
@@ -72,7 +72,7 @@ def test_perf_on_cpu_for_two_small_approaches_writes_json(tmp_path, capsys):
         assert row["latency_ms_p95"] >= row["latency_ms_p50"]
         ratio = row["train_img_s"] / row["train_pure_img_s"]
         assert row["train_efficiency"] == pytest.approx(ratio, rel=1e-6)
-    assert "speedup_vs_seed_style" in capsys.readouterr().out
+    assert "speedup_vs_source_style" in capsys.readouterr().out
 
 
 def test_perf_refuses_an_unknown_output_format(tmp_path):

@@ -19,9 +19,8 @@ from bench.report.stats import (
     paired_bootstrap_diff,
     pareto_front,
 )
-from bench.tracking import train_tracked
 from bench.tune import TuneConfig, tune
-from tests.conftest import write_images
+from tests.conftest import fit_tracked, write_images
 
 HOSTILE_EXPERIMENT = "exp <script>alert('x')</script>"
 FAST = {
@@ -57,23 +56,23 @@ def store(tmp_path_factory, mlflow_template, bench_cache):
         mp.chdir(root)
         dataset = load_dataset("synthetic:tiny,count=200")
         for seed in (0, 1):
-            train_tracked(
+            fit_tracked(
                 "lstm-columns",
                 dataset,
                 FAST,
                 seed=seed,
                 experiment=HOSTILE_EXPERIMENT,
-                suite="unit",
+                tags={"suite": "unit"},
                 log_model=False,
                 progress=False,
             )
-            train_tracked(
+            fit_tracked(
                 "multihead",
                 dataset,
                 TINY_CNN,
                 seed=seed,
                 experiment=HOSTILE_EXPERIMENT,
-                suite="unit",
+                tags={"suite": "unit"},
                 log_model=False,
                 progress=False,
             )
@@ -81,12 +80,12 @@ def store(tmp_path_factory, mlflow_template, bench_cache):
         rng = np.random.default_rng(0)
         labels = {"".join(rng.choice(list("<>\"'&ab"), 3)) for _ in range(60)}
         write_images(hostile, sorted(labels), size=(96, 32))
-        train_tracked(
+        fit_tracked(
             "lstm-columns",
             load_dataset(f"folder:{hostile}"),
             {**FAST, "epochs": 1},
             experiment=HOSTILE_EXPERIMENT,
-            suite="unit",
+            tags={"suite": "unit"},
             log_model=False,
             progress=False,
         )
@@ -176,7 +175,7 @@ def test_missing_pieces_become_notes_and_bad_experiments_errors(store, monkeypat
 
 def test_no_tuning_is_a_note(tmp_path, monkeypatch):
     dataset = load_dataset("synthetic:tiny,count=120")
-    train_tracked("lstm-columns", dataset, {**FAST, "epochs": 1}, log_model=False, progress=False)
+    fit_tracked("lstm-columns", dataset, {**FAST, "epochs": 1}, log_model=False, progress=False)
     html = build_report(tmp_path / "r.html").read_text()
     assert "No tuning studies in these experiments" in html
     assert "only one approach: nothing to compare" in html

@@ -2,8 +2,7 @@ import json
 import urllib.request
 
 from bench.data import load_dataset
-from bench.tracking import train_tracked
-from tests.conftest import mlflow_server
+from tests.conftest import fit_tracked, mlflow_server
 
 
 def call(base: str, path: str, body: dict | None = None) -> dict:
@@ -19,7 +18,7 @@ def call(base: str, path: str, body: dict | None = None) -> dict:
 
 def test_mlflow_server_on_loopback_lists_the_runs(mlflow_store, tmp_path):
     dataset = load_dataset("synthetic:tiny,count=120")
-    _, run_id = train_tracked(
+    _, run_id = fit_tracked(
         "lstm-columns",
         dataset,
         {"height": 32, "width": 96, "hidden": 8, "epochs": 1},

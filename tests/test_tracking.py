@@ -9,7 +9,8 @@ from PIL import Image
 from bench.data import load_dataset
 from bench.metrics import GAP, confusion_pairs
 from bench.recognizer import load_recognizer, read_images
-from bench.tracking import tracking_uri, train_tracked
+from bench.tracking import tracking_uri
+from tests.conftest import fit_tracked
 
 TINY = "synthetic:tiny,count=120"
 FAST = {"height": 32, "width": 96, "hidden": 16, "epochs": 2, "batch_size": 32}
@@ -24,8 +25,14 @@ def test_tracking_uri_defaults_to_sqlite_in_the_working_folder(monkeypatch):
 
 def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store):
     dataset = load_dataset(TINY)
-    result, run_id = train_tracked(
-        "lstm-columns", dataset, FAST, seed=3, suite="unit", log_model=False, progress=False
+    result, run_id = fit_tracked(
+        "lstm-columns",
+        dataset,
+        FAST,
+        seed=3,
+        tags={"suite": "unit"},
+        log_model=False,
+        progress=False,
     )
     run = mlflow.MlflowClient(mlflow_store).get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -74,7 +81,7 @@ def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store):
 
 def test_model_round_trip_reads_the_same_as_the_trained_model(tmp_path):
     dataset = load_dataset(TINY)
-    result, run_id = train_tracked(
+    result, run_id = fit_tracked(
         "crnn-modified", dataset, {"epochs": 1, "hidden": 16}, progress=False
     )
     model, meta = load_recognizer(run_id)
@@ -91,18 +98,18 @@ def test_model_round_trip_reads_the_same_as_the_trained_model(tmp_path):
 def test_failed_and_interrupted_runs_are_not_left_running(mlflow_store):
     client = mlflow.MlflowClient(mlflow_store)
     dataset = load_dataset(TINY)
-    with pytest.raises(ValueError, match="unknown optimizer"):
-        train_tracked("lstm-columns", dataset, {**FAST, "optimizer": "nope"}, progress=False)
+    with pytest.raises(ValueError, match="emits 2 steps"):
+        fit_tracked("lstm-columns", dataset, {**FAST, "width": 2}, progress=False)
 
     def interrupt(epoch, stats):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_tracked("lstm-columns", dataset, FAST, callbacks=(interrupt,), progress=False)
+        fit_tracked("lstm-columns", dataset, FAST, callbacks=(interrupt,), progress=False)
     runs = client.search_runs([client.get_experiment_by_name(TINY).experiment_id])
     by_status = {r.info.status: r for r in runs}
     assert set(by_status) == {"FAILED", "KILLED"}
-    assert "unknown optimizer 'nope'" in by_status["FAILED"].data.tags["error"]
+    assert "emits 2 steps" in by_status["FAILED"].data.tags["error"]
     assert by_status["KILLED"].data.tags["error"] == "interrupted"
 
 

@@ -4,11 +4,13 @@ import pytest
 import torch
 from torch import nn
 
+import bench.approaches.registry as registry
 from bench.approaches import get_approach
 from bench.approaches.registry import Approach
 from bench.codecs import LabelError
 from bench.data import load_dataset
-from bench.train import NonFiniteLossError, train
+from bench.train import NonFiniteLossError
+from tests.conftest import fit
 
 TINY = "synthetic:tiny,count=120"
 # a small, quick configuration of seed 003's column LSTM on 32x96 images
@@ -24,7 +26,7 @@ FAST = {
 
 
 def test_result_holds_history_metrics_and_costs():
-    result = train("lstm-columns", load_dataset(TINY), FAST, progress=False)
+    result = fit("lstm-columns", load_dataset(TINY), FAST, progress=False)
     assert len(result.history) == 3
     assert set(result.history[0]) == {
         "train_loss",
@@ -42,30 +44,30 @@ def test_result_holds_history_metrics_and_costs():
     assert result.flops > 0 and result.train_seconds > 0 and result.img_per_s > 0
     assert result.inference["infer_img_per_s"] > 0
     assert 0 < result.inference["latency_ms_p50"] <= result.inference["latency_ms_p95"]
-    assert len(result.test_predictions) == result.data["n_test"] == 24
-    assert result.data["split_digest"] and result.device == "cpu"
-    row = result.test_predictions[0]
+    assert len(result.predictions) == result.data["n_test"] == 24
+    assert result.data["split_digest"] and result.spec.device == "cpu"
+    row = result.predictions[0]
     assert set(row) == {"file", "label", "prediction", "correct", "cer"}
 
 
 def test_same_seed_same_result_and_other_seed_differs():
-    a = train("lstm-columns", load_dataset(TINY), {**FAST, "epochs": 1}, seed=1, progress=False)
-    b = train("lstm-columns", load_dataset(TINY), {**FAST, "epochs": 1}, seed=1, progress=False)
-    c = train("lstm-columns", load_dataset(TINY), {**FAST, "epochs": 1}, seed=2, progress=False)
+    a = fit("lstm-columns", load_dataset(TINY), {**FAST, "epochs": 1}, seed=1, progress=False)
+    b = fit("lstm-columns", load_dataset(TINY), {**FAST, "epochs": 1}, seed=1, progress=False)
+    c = fit("lstm-columns", load_dataset(TINY), {**FAST, "epochs": 1}, seed=2, progress=False)
     assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
     assert a.history[0]["train_loss"] != c.history[0]["train_loss"]
 
 
 def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     dataset = load_dataset(TINY)
-    full = train("lstm-columns", dataset, FAST, progress=False)
+    full = fit("lstm-columns", dataset, FAST, progress=False)
 
     def interrupt(epoch, stats):
         if epoch == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(
+        fit(
             "lstm-columns",
             dataset,
             FAST,
@@ -74,7 +76,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
             progress=False,
         )
     epochs_run = []
-    resumed = train(
+    resumed = fit(
         "lstm-columns",
         dataset,
         FAST,
@@ -104,7 +106,7 @@ def nan_approach(**train) -> Approach:
     base = get_approach("lstm-columns")
     return Approach(
         name="nan",
-        seed="test",
+        source="test",
         codec="ctc",
         summary="",
         build=NaNModel,
@@ -114,26 +116,26 @@ def nan_approach(**train) -> Approach:
     )
 
 
-def test_nan_loss_stops_training_with_a_clear_error():
-    nan = nan_approach(height=32, width=96, epochs=2)
+def test_nan_loss_stops_training_with_a_clear_error(monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "nan", nan_approach(height=32, width=96, epochs=2))
     with pytest.raises(NonFiniteLossError, match="nan: training loss is nan in epoch 1"):
-        train(nan, load_dataset(TINY), progress=False)
+        fit("nan", load_dataset(TINY), progress=False)
 
 
 def test_label_longer_than_the_head_is_named():
     with pytest.raises(LabelError, match="has 3 characters; this ce head reads 1 to 2"):
-        train("ce-crnn", load_dataset(TINY), {"max_len": 2, "epochs": 1}, progress=False)
+        fit("ce-crnn", load_dataset(TINY), {"max_len": 2, "epochs": 1}, progress=False)
 
 
 def test_too_few_ctc_steps_for_the_labels_is_an_error():
     with pytest.raises(ValueError, match="emits 2 steps, fewer than the longest label"):
-        train("lstm-columns", load_dataset(TINY), {**FAST, "width": 2}, progress=False)
+        fit("lstm-columns", load_dataset(TINY), {**FAST, "width": 2}, progress=False)
 
 
 def test_short_training_learns_a_small_synthetic_set():
     """A real training: a small timm body in the multihead approach reads 3-character captchas."""
     dataset = load_dataset("synthetic:tiny,charset=0123,count=2000")
-    result = train(
+    result = fit(
         "multihead",
         dataset,
         {

@@ -4,7 +4,7 @@ import pytest
 from optuna.trial import TrialState
 
 import bench.approaches.registry as registry
-import bench.train as train_module
+import bench.tracked as tracked_module
 import bench.tune as tune_module
 from bench.approaches import get_approach
 from bench.tune import TuneConfig, counted, study_report, tune
@@ -59,14 +59,14 @@ def test_study_records_best_params_and_never_touches_the_test_split(
     tmp_path, mlflow_store, monkeypatch
 ):
     seen = []
-    original = train_module.train
+    original = tracked_module.train
 
     def spy(*args, **kwargs):
         result = original(*args, **kwargs)
         seen.append(result)
         return result
 
-    monkeypatch.setattr(train_module, "train", spy)
+    monkeypatch.setattr(tracked_module, "train", spy)
     study = tune(config(tmp_path, 2, pruner="none"))
     assert len(study.trials) == 2 and all(t.state == TrialState.COMPLETE for t in study.trials)
     for trial, result in zip(study.trials, seen, strict=True):
@@ -105,18 +105,18 @@ def test_nan_loss_prunes_with_the_reason_and_errors_fail_only_their_trial(tmp_pa
         study="broken",
         storage=f"sqlite:///{tmp_path}/o.db",
         progress=False,
-        overrides={**FIXED, "optimizer": "nope"},
+        overrides={**FIXED, "width": 2},  # too narrow for the labels: fails in each trial
     )
     study = tune(broken)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
-    assert "unknown optimizer" in study.trials[0].user_attrs["error"]
+    assert "emits 2 steps" in study.trials[0].user_attrs["error"]
 
 
 def test_interrupted_study_resumes_without_redoing_finished_trials(
     tmp_path, mlflow_store, monkeypatch
 ):
     cfg = config(tmp_path, 3, pruner="none")
-    original = train_module.train
+    original = tracked_module.train
     calls = {"n": 0}
 
     def interrupt_second(*args, **kwargs):
@@ -125,10 +125,10 @@ def test_interrupted_study_resumes_without_redoing_finished_trials(
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train", interrupt_second)
+    monkeypatch.setattr(tracked_module, "train", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         tune(cfg)
-    monkeypatch.setattr(train_module, "train", original)
+    monkeypatch.setattr(tracked_module, "train", original)
     first = optuna.load_study(study_name=cfg.study, storage=cfg.storage)
     assert [t.state for t in first.trials] == [
         TrialState.COMPLETE,
@@ -161,8 +161,17 @@ def test_pruners_leave_a_third_of_the_epochs_to_warm_up():
     assert tune_module.make_pruner("median", 30)._n_warmup_steps == 10
     assert tune_module.make_pruner("median", 3)._n_warmup_steps == 2
     assert isinstance(tune_module.make_pruner("none", 3), optuna.pruners.NopPruner)
+
+
+def test_bad_settings_are_refused_before_any_trial(tmp_path):
     with pytest.raises(ValueError, match="unknown pruner 'best'"):
-        tune_module.make_pruner("best", 3)
+        config(tmp_path, 1, pruner="best")
+    with pytest.raises(ValueError, match="unknown sampler 'grid'"):
+        config(tmp_path, 1, sampler="grid")
+    with pytest.raises(ValueError, match="optimizer='nope' is out of range"):
+        TuneConfig(approach="lstm-columns", dataset=TINY, trials=1, overrides={"optimizer": "nope"})
+    with pytest.raises(ValueError, match="epochs=0 is out of range"):
+        TuneConfig(approach="lstm-columns", dataset=TINY, trials=1, overrides={"epochs": 0})
 
 
 def test_journal_storage_is_accepted(tmp_path):
@@ -177,3 +186,47 @@ def test_journal_storage_is_accepted(tmp_path):
     )
     assert len(tune(cfg).trials) == 1
     assert (tmp_path / "journal.log").stat().st_size > 0
+
+
+def searched(study: optuna.Study) -> list[tuple]:
+    return [tuple(sorted(t.params.items())) for t in study.trials if t.params]
+
+
+def test_resumed_study_never_replays_a_configuration(tmp_path):
+    """--trials 2, then --trials 4: the sampler must not start its draws over (it once did)."""
+    cfg = config(tmp_path, 2, pruner="none", sampler="random")
+    cfg.overrides["epochs"] = 1
+    tune(cfg)
+    cfg.trials = 4
+    study = tune(cfg)
+    params = searched(study)
+    assert len(params) == 4 and len(set(params)) == 4
+    # reproducible: the same study in a new storage draws the same configurations
+    again = config(tmp_path, 4, pruner="none", sampler="random")
+    again.storage = f"sqlite:///{tmp_path / 'again.db'}"
+    again.overrides["epochs"] = 1
+    assert searched(tune(again))[1:] == params[1:]
+
+
+def test_concurrent_workers_draw_distinct_configurations(tmp_path):
+    cfg = config(tmp_path, 4, pruner="none", sampler="random")
+    cfg.overrides["epochs"] = 1
+    params = searched(tune(cfg, workers=2))
+    assert len(params) == 4 and len(set(params)) == 4
+
+
+def test_trials_never_evaluate_the_test_split(tmp_path, mlflow_store, monkeypatch):
+    calls = []
+    original = tracked_module.train
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("test"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tracked_module, "train", spy)
+    cfg = config(tmp_path, 2, pruner="none")
+    cfg.overrides["epochs"] = 1
+    tune(cfg)
+    assert calls == [False, False]
+    for run in runs(mlflow_store, trial_state="complete"):
+        assert not [k for k in run.data.metrics if k.startswith("test_")]

@@ -133,5 +133,3 @@ class StorageLock:
 def server_engine(url: str) -> sqlalchemy.Engine:
     """One small connection pool per database server URL, for the advisory locks."""
     return sqlalchemy.create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True)
-
-
