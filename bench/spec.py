@@ -49,6 +49,7 @@ class RunSpec:
     precision: str
     compile: bool = False
     skip_bad: bool = False
+    code: str = ""  # digest of the code that defines the run (see code_digest)
 
     @property
     def cfg(self) -> TrainConfig:
@@ -59,26 +60,15 @@ class RunSpec:
         return get_approach(self.approach).source
 
     @property
-    def code(self) -> str:
-        """Digest of the code that defines this run (see :func:`code_digest`)."""
-        return code_digest(self.approach)
-
-    @property
     def digest(self) -> str:
         """The run key: every field and the code; names the checkpoint."""
-        text = json.dumps([asdict(self), self.code], sort_keys=True, default=str)
+        text = json.dumps(asdict(self), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def params(self) -> dict[str, Any]:
         """The spec as MLflow params: hyperparameters by name, run settings beside them."""
         run = {k: v for k, v in asdict(self).items() if k != "hparams"}
-        return {
-            **self.hparams,
-            **run,
-            "source": self.source,
-            "code": self.code,
-            "run_key": self.digest,
-        }
+        return {**self.hparams, **run, "source": self.source, "run_key": self.digest}
 
 
 def make_spec(
@@ -105,6 +95,7 @@ def make_spec(
         precision=resolve_precision(precision, dev),
         compile=bool(compile),
         skip_bad=dataset.skip_bad,
+        code=code_digest(approach),
     )
 
 

@@ -146,3 +146,49 @@ def test_compare_tracks_tables_reports_and_resumes(tmp_path, mlflow_store, capsy
     assert (
         sorted(table.dataset) == ["synthetic:tiny,count=100"] * 2 + ["synthetic:tiny,count=120"] * 2
     )
+
+
+def no_runs(mlflow_store: str) -> bool:
+    import mlflow
+
+    client = mlflow.MlflowClient(mlflow_store)
+    return not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "epochs=-1"], "epochs=-1 is out of range: use >= 1"),
+        (["--set", "batch_size=0"], "batch_size=0 is out of range: use >= 1"),
+        (["--set", "optimizer=nope"], "optimizer='nope' is out of range"),
+        (["--set", "dropout=1.5"], "dropout=1.5 is out of range"),
+        (["--device", "cuda"], "torch sees no CUDA device"),
+    ],
+)
+def test_bad_settings_stop_before_any_training_or_mlflow_run(
+    extra, message, capsys, mlflow_store, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["train", "--approach", "lstm-columns", "--dataset", "synthetic:tiny,count=50"]
+    assert main([*argv, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert no_runs(mlflow_store)
+
+
+def test_cache_shows_and_prunes_stale_checkpoints(bench_cache, capsys, monkeypatch):
+    import bench.spec as spec_module
+
+    folder = bench_cache / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    current = spec_module.code_digest("crnn")
+    (folder / f"crnn-{current}-0123456789abcdef0123.pt").write_bytes(b"x" * 2048)
+    (folder / "crnn-000000000000-0123456789abcdef0123.pt").write_bytes(b"x" * 1024)
+    (folder / "gone-000000000000-0123456789abcdef0123.pt").write_bytes(b"x")
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoints" in out and "2 stale" in out
+    assert main(["cache", "prune"]) == 0
+    assert "removed 2 entries" in capsys.readouterr().out
+    assert [p.name for p in folder.iterdir()] == [f"crnn-{current}-0123456789abcdef0123.pt"]

@@ -111,11 +111,31 @@ def test_a_failing_approach_is_reported_and_the_rest_goes_on(tmp_path, monkeypat
         ("set: {lrr: 1}\n", "lrr"),
         ("seeds: []\n", "seeds must be"),
         ("a: [\n", "not valid YAML"),
+        ("42\n", "a suite is a mapping"),
+        ("", "the file is empty"),
+        (
+            "seeds: 0\n",
+            "seeds must be a non-empty list of distinct integers, e.g. [0, 1, 2], got 0",
+        ),
+        ("seeds: [0, x]\n", "seeds must be"),
+        ("tuning: 5\n", "tuning must be a mapping, e.g. {trials: 5}, got 5"),
+        ("tuning: {trials: many}\n", "tuning: trials must be an integer >= 0"),
+        ("tuning: {pruner: best}\n", "tuning: pruner must be median | hyperband | none"),
+        ("tuning: {sampler: grid}\n", "tuning: sampler must be tpe | random"),
+        ("datasets: 7\n", "datasets must be a name or a non-empty list"),
+        ("set: {epochs: -1}\n", "epochs=-1 is out of range: use >= 1"),
+        ("final: {set: {batch_size: 0}}\n", "batch_size=0 is out of range"),
+        ("log_models: maybe\n", "log_models must be true or false"),
     ],
 )
 def test_bad_suites_are_clear_errors(tmp_path, text, message):
     with pytest.raises(SuiteError, match=re.escape(message)):
         load_suite(write_suite(tmp_path, text))
+
+
+def test_a_single_approach_name_is_a_list_of_one(tmp_path):
+    suite = load_suite(write_suite(tmp_path, "approaches: lstm-columns\ndatasets: captcha-v2\n"))
+    assert suite.approaches == ["lstm-columns"] and suite.datasets == ["captcha-v2"]
 
 
 def test_unknown_suite_names_the_known_ones():

@@ -169,3 +169,52 @@ def test_flops_include_the_recurrent_layers():
     steps, hidden = 5, 32
     per_step = 4 * 2 * ((60 * hidden + hidden**2) + (64 * hidden + hidden**2))  # 4 gates, mul+add
     assert count_flops(Columns(), 1, 60, steps) == (2 * steps * per_step, steps)
+
+
+def test_checkpoints_are_keyed_by_the_code_and_a_finished_run_says_it_is_reused(
+    tmp_path, capsys, monkeypatch
+):
+    import bench.spec as spec_module
+    from bench.spec import make_spec
+    from bench.train import checkpoint_path
+
+    dataset = load_dataset(TINY)
+    spec = make_spec("lstm-columns", dataset, {**FAST, "epochs": 1})
+    first = fit("lstm-columns", dataset, {**FAST, "epochs": 1}, checkpoint_dir=tmp_path)
+    path = checkpoint_path(spec, tmp_path)
+    assert path.exists() and path.name == f"lstm-columns-{spec.code}-{spec.digest}.pt"
+    again = fit("lstm-columns", dataset, {**FAST, "epochs": 1}, checkpoint_dir=tmp_path)
+    assert again.resumed_epochs == 1 and again.history == first.history
+    assert "reusing the finished checkpoint" in capsys.readouterr().err
+
+    # the model's code changes: its old checkpoint must not be reused
+    spec_module.code_digest.cache_clear()
+    monkeypatch.setattr(spec_module, "RUN_MODULES", (*spec_module.RUN_MODULES, "bench.metrics"))
+    edited = make_spec("lstm-columns", dataset, {**FAST, "epochs": 1})
+    assert edited.code != spec.code and edited.digest != spec.digest
+    retrained = fit("lstm-columns", dataset, {**FAST, "epochs": 1}, checkpoint_dir=tmp_path)
+    assert retrained.resumed_epochs == 0
+    assert "reusing" not in capsys.readouterr().err
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    spec_module.code_digest.cache_clear()
+
+
+def test_spec_changes_with_every_setting_that_changes_a_result():
+    from bench.spec import make_spec
+
+    dataset = load_dataset(TINY)
+    base = make_spec("lstm-columns", dataset, FAST)
+    assert base.device == "cpu" and base.precision == "fp32" and base.source == "003"
+    others = [
+        make_spec("lstm-columns", dataset, {**FAST, "lr": 0.5}),
+        make_spec("lstm-columns", dataset, FAST, seed=1),
+        make_spec("lstm-columns", load_dataset(TINY, split_seed=1), FAST),
+        make_spec("lstm-columns", dataset, FAST, precision="bf16"),
+        make_spec("lstm-columns", dataset, FAST, compile=True),
+        make_spec("lstm-columns", load_dataset("synthetic:tiny,count=100"), FAST),
+    ]
+    assert len({base.digest, *(o.digest for o in others)}) == 7
+    assert make_spec("lstm-columns", dataset, FAST).digest == base.digest
+    params = base.params()
+    assert params["run_key"] == base.digest and params["hidden"] == FAST["hidden"]
+    assert params["precision"] == "fp32" and params["fingerprint"] == dataset.source.fingerprint

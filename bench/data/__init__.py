@@ -36,8 +36,6 @@ class Dataset:
 
     source: Source
     split_seed: int = 0
-    val_share: float = 0.1
-    test_share: float = 0.2
     skip_bad: bool = False
     _stores: dict[tuple[int, int, int], TensorStore] = field(default_factory=dict, repr=False)
 
@@ -52,7 +50,7 @@ class Dataset:
         return self._stores[key]
 
     def split(self, store: TensorStore) -> Split:
-        return make_split(store.files, self.split_seed, self.val_share, self.test_share)
+        return make_split(store.files, self.split_seed)
 
     def describe(self, store: TensorStore) -> dict[str, object]:
         """What a run needs to record to show which data it saw."""
@@ -73,8 +71,6 @@ def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
     split_seed: int = 0,
-    val_share: float = 0.1,
-    test_share: float = 0.2,
     skip_bad: bool = False,
 ) -> Dataset:
     """Resolve a dataset name: ``captcha-v2``, ``synthetic:PRESET[,k=v...]``, ``folder:PATH``."""
@@ -90,4 +86,4 @@ def load_dataset(
             f"unknown dataset {name!r}; use captcha-v2, synthetic:PRESET (presets: "
             f"{', '.join(SYNTHETIC_PRESETS)}) or folder:PATH"
         )
-    return Dataset(source, split_seed, val_share, test_share, skip_bad)
+    return Dataset(source, split_seed, skip_bad)

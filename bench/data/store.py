@@ -95,7 +95,6 @@ class Split:
     train: torch.Tensor
     val: torch.Tensor
     test: torch.Tensor
-    seed: int
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -118,7 +117,6 @@ def make_split(
         train=shuffled[n_test + n_val :].sort().values,
         val=shuffled[n_test : n_test + n_val].sort().values,
         test=shuffled[:n_test].sort().values,
-        seed=seed,
     )
 
 
