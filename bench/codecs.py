@@ -164,7 +164,7 @@ def beam_search_ctc(
 
     Each prefix keeps two scores, ending in blank and ending in a character, so paths that collapse
     to the same labelling are summed rather than competing. Returns the best labelling and its
-    log-probability. ``emission_threshold`` (a log-probability, as in seed 000) skips characters
+    log-probability. ``emission_threshold`` (a log-probability, as in source 000) skips characters
     that are unlikely at a step; the blank is never skipped.
     """
     lp = log_probs.tolist()

@@ -16,7 +16,7 @@ def sequence_accuracy(predictions: Sequence[str], labels: Sequence[str]) -> floa
 
 
 def char_accuracy(predictions: Sequence[str], labels: Sequence[str]) -> float:
-    """Share of positions read right, over the longer of label and prediction (seed 000's metric,
+    """Share of positions read right, over the longer of label and prediction (source 000's metric,
     extended to unequal lengths: a missing or extra character counts as a wrong position)."""
     right = sum(
         sum(a == b for a, b in zip(p, t, strict=False))

@@ -1,9 +1,9 @@
-"""Speed of the training pipeline: ours against pure compute and against the seeds' data loading.
+"""Speed of the training pipeline: ours against pure compute and against the sources' data loading.
 
 For each approach, in one process: training and evaluation img/s of the real pipeline (tensor
 store on the device, batches drawn by index, augmentation on the device, the model step), the same
 with inputs pre-staged on the device (pure compute; pipeline efficiency = real / pure), a reference
-loop in the seeds' style (a ``Dataset`` that opens, converts and resizes each image with PIL for
+loop in the sources' style (a ``Dataset`` that opens, converts and resizes each image with PIL for
 every item, through a ``DataLoader``), one real epoch's wall time, single-image latency, peak
 memory, and achieved FLOP/s against a matrix-multiply peak measured on the same device.
 """
@@ -83,7 +83,7 @@ def matmul_peak(device: torch.device, size: int = 2048) -> float:
 
 
 class SourceStyleImages(torch.utils.data.Dataset):
-    """The seeds' way: every item opens, converts, resizes and normalises one file with PIL."""
+    """The sources' way: every item opens, converts, resizes and normalises one file with PIL."""
 
     def __init__(self, paths: list[Path], run: Trainer):
         self.paths, self.cfg = paths, run.cfg

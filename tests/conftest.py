@@ -54,7 +54,7 @@ def mlflow_store(mlflow_template, tmp_path, monkeypatch) -> str:
 
 @pytest.fixture
 def captcha_v2_root() -> Path:
-    """The seeds' dataset through BENCH_DATA_DIR (CI points it at ../shared/datasets)."""
+    """The sources' dataset through BENCH_DATA_DIR (CI points it at ../shared/datasets)."""
     env = os.environ.get("BENCH_DATA_DIR")
     folder = Path(env) / "captcha_images_v2" if env else None
     if folder is None or not folder.is_dir():

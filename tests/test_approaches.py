@@ -15,7 +15,7 @@ SOURCE_APPROACHES = {
     "lstm-columns": ("003", "ctc", (1, 60, 160)),
 }
 # output steps at the default input for 5-character labels, as the sources report them
-SEED_STEPS = {
+SOURCE_STEPS = {
     "multihead": 5,
     "poolfree": 5,
     "ce-crnn": 5,
@@ -38,7 +38,7 @@ def test_registry_lists_every_source_approach():
 def test_output_shape_at_default_input(name):
     model, hp = create_model(name, num_classes=20, max_len=5)
     x = torch.rand(2, hp["channels"], hp["height"], hp["width"])
-    assert model.eval()(x).shape == (2, SEED_STEPS[name], 20)
+    assert model.eval()(x).shape == (2, SOURCE_STEPS[name], 20)
 
 
 @pytest.mark.parametrize("name", list(SOURCE_APPROACHES))

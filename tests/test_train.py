@@ -13,7 +13,7 @@ from bench.train import NonFiniteLossError
 from tests.conftest import fit
 
 TINY = "synthetic:tiny,count=120"
-# a small, quick configuration of seed 003's column LSTM on 32x96 images
+# a small, quick configuration of source 003's column LSTM on 32x96 images
 FAST = {
     "height": 32,
     "width": 96,

@@ -1,4 +1,4 @@
-"""Batched augmentation on the training device, as seed 000's fastai transforms."""
+"""Batched augmentation on the training device, as source 000's fastai transforms."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Where labelled images come from: the seeds' captcha-v2, synthetic renders, or any folder.
+"""Where labelled images come from: the sources' captcha-v2, synthetic renders, or any folder.
 
 A :class:`Source` is a sorted list of image files with their labels, the charset they are written
 in, and a content fingerprint (sha256 of the sorted ``name sha256`` lines).
@@ -126,7 +126,7 @@ MAX_ARCHIVE_BYTES = 1 << 30
 
 
 def captcha_v2_source(data_dir: str | Path | None = None, download: bool = True) -> Source:
-    """The seeds' dataset, from ``data_dir``, ``$BENCH_DATA_DIR`` or the cache, else downloaded
+    """The sources' dataset, from ``data_dir``, ``$BENCH_DATA_DIR`` or the cache, else downloaded
     (unless ``$BENCH_OFFLINE`` is set)."""
     searched = data_dirs(data_dir)
     for base in searched:
@@ -243,14 +243,14 @@ class SyntheticSpec:
     height: int = 60
     count: int = 10_000
     seed: int = 0
-    unique: bool = False  # draw labels without replacement (all 10,000 for seed 003's preset)
+    unique: bool = False  # draw labels without replacement (all 10,000 for source 003's preset)
 
     def key(self) -> str:
         return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:16]
 
 
 SYNTHETIC_PRESETS = {
-    # seed 003: every four-digit string once, ImageCaptcha's default 160x60
+    # source 003: every four-digit string once, ImageCaptcha's default 160x60
     "digits4": SyntheticSpec(unique=True),
     # the harder set of the `full` suite: 4 to 7 digits and lowercase letters, captcha-v2's size
     "alnum4to7": SyntheticSpec(
