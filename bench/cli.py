@@ -186,8 +186,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.report import build_report
-    from bench.suite import default_suite, load_suite, run_suite, summary_table
     from bench.study import storage_url
+    from bench.suite import default_suite, load_suite, run_suite, summary_table
 
     suite = load_suite(args.suite or default_suite())
     resolve_device(args.device)  # no CUDA: an error before any work

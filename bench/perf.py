@@ -227,7 +227,8 @@ def perf(
         row = rows[-1]
         progress(
             f"{spec.approach}: train {row['train_img_s']:.1f} img/s (efficiency "
-            f"{row['train_efficiency']:.2f}, {row['speedup_vs_source_style']:.1f}x the sources' loop), "
+            f"{row['train_efficiency']:.2f}, {row['speedup_vs_source_style']:.1f}x the sources' "
+            "loop), "
             f"epoch {row['epoch_s']:.1f} s"
         )
     return pd.DataFrame(rows)
