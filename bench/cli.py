@@ -37,12 +37,16 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 def cmd_list(args: argparse.Namespace) -> None:
     from bench.approaches.registry import create_model
+    from bench.data.sources import CAPTCHA_V2_CHARSET
+    from bench.hparams import TrainConfig
 
     rows = []
     for name in list_approaches():
         approach = get_approach(name)
         c, h, w = approach.input_shape
-        model, _ = create_model(name, num_classes=20, max_len=5)
+        cfg = TrainConfig.from_hparams(approach.defaults)
+        classes = len(cfg.output_charset(CAPTCHA_V2_CHARSET)) + 1
+        model, _ = create_model(name, num_classes=classes, max_len=5)
         params = sum(p.numel() for p in model.parameters())
         rows.append(
             (
@@ -58,7 +62,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
     for row in [header, *rows]:
         print("  ".join(str(v).ljust(wd) for v, wd in zip(row[:5], widths, strict=True)), row[5])
-    print("* parameters for captcha-v2: 19 characters + 1, 5 positions")
+    print("* parameters for captcha-v2 (5 positions) at the approach's own output alphabet")
 
 
 def spec_from(args: argparse.Namespace, approach: str, dataset: Any, overrides: dict, seed: int):

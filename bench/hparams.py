@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -20,6 +21,7 @@ class TrainConfig:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     max_len: int = 0  # positions a head reads; 0: the dataset's longest label
+    alphabet: str = "dataset"  # output classes: the dataset's characters, or one of ALPHABETS
     optimizer: str = "adam"  # OPTIMIZERS: adam | adamw (fastai's: betas 0.9/0.99, eps 1e-5) | ...
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -52,6 +54,18 @@ class TrainConfig:
                 values[key] = tuple(float(v) for v in values[key])
         return cls(**values)
 
+    def output_charset(self, dataset_charset: str) -> str:
+        """The characters the head emits: the dataset's, or a named alphabet that must hold
+        every one of them (else a ``ValueError`` naming those it lacks)."""
+        if self.alphabet == "dataset":
+            return dataset_charset
+        charset = ALPHABETS[self.alphabet]
+        if missing := sorted(set(dataset_charset) - set(charset)):
+            raise ValueError(
+                f"alphabet={self.alphabet!r} lacks the dataset's characters {''.join(missing)!r}"
+            )
+        return charset
+
     def codec_options(self, kind: str) -> dict[str, Any]:
         """The options of codec ``kind`` (``"ce"`` or ``"ctc"``) that these settings choose."""
         if kind == "ce":
@@ -74,6 +88,7 @@ class TrainConfig:
             ("mean", len(self.mean) in (1, self.channels), f"1 or {self.channels} values"),
             ("std", len(self.std) in (1, self.channels) and min(self.std) > 0, "positive"),
             ("max_len", self.max_len >= 0, ">= 0 (0: the longest label)"),
+            ("alphabet", self.alphabet in ("dataset", *ALPHABETS), "dataset | alnum | digits"),
             ("optimizer", self.optimizer in OPTIMIZERS, " | ".join(OPTIMIZERS)),
             ("lr", self.lr > 0, "> 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
@@ -97,6 +112,8 @@ class TrainConfig:
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "adadelta")
+# named output alphabets; source 001 reads digits + lowercase (36 characters, 37 classes)
+ALPHABETS = {"alnum": string.digits + string.ascii_lowercase, "digits": string.digits}
 SCHEDULES = ("none", "onecycle", "plateau")
 DECODERS = ("greedy", "beam")
 

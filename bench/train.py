@@ -318,7 +318,10 @@ def prepare(spec: RunSpec, dataset: Dataset) -> Trainer:
     split = dataset.split(store)
     max_len = cfg.max_len or dataset.source.max_len
     codec = make_codec(
-        approach.codec, dataset.source.charset, max_len, **cfg.codec_options(approach.codec)
+        approach.codec,
+        cfg.output_charset(dataset.source.charset),
+        max_len,
+        **cfg.codec_options(approach.codec),
     )
     model = approach.build_model(codec.num_classes, max_len, spec.hparams)
     flops, steps = count_flops(model, cfg.channels, cfg.height, cfg.width)

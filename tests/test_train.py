@@ -218,3 +218,25 @@ def test_spec_changes_with_every_setting_that_changes_a_result():
     params = base.params()
     assert params["run_key"] == base.digest and params["hidden"] == FAST["hidden"]
     assert params["precision"] == "fp32" and params["fingerprint"] == dataset.source.fingerprint
+
+
+def test_output_alphabet_sets_the_number_of_classes():
+    """Source 001's heads read digits + lowercase (37 classes) whatever the dataset holds."""
+    from bench.spec import make_spec
+    from bench.train import prepare
+
+    dataset = load_dataset(TINY)  # digits only
+
+    def classes(approach, **overrides):
+        spec = make_spec(approach, dataset, {"epochs": 1, **overrides})
+        return prepare(spec, dataset).codec.num_classes
+
+    assert classes("crnn") == classes("ce-crnn") == classes("crnn-modified") == 37
+    assert classes("crnn", alphabet="dataset") == 11
+    assert classes("lstm-columns", height=32, width=96) == 11
+    letters = load_dataset("synthetic:tiny,charset=abc,count=60")
+    spec = make_spec("lstm-columns", letters, {**FAST, "alphabet": "digits"})
+    with pytest.raises(ValueError, match="alphabet='digits' lacks the dataset's characters 'abc'"):
+        prepare(spec, letters)
+    with pytest.raises(ValueError, match="alphabet='greek' is out of range"):
+        make_spec("crnn", dataset, {"alphabet": "greek"})

@@ -23,5 +23,6 @@ SOURCE_000_TRAINING = dict(
     contrast=0.5,
 )
 
-# source 001 (plain PyTorch) feeds raw 0..255 grayscale floats, 32 pixels high
-SOURCE_001_INPUT = dict(channels=1, height=32, mean=(0.0,), std=(1 / 255,))
+# source 001 (plain PyTorch) feeds raw 0..255 grayscale floats, 32 pixels high, and its heads
+# read digits + lowercase (CHARS = string.digits + string.ascii_lowercase: 37 classes with blank)
+SOURCE_001_INPUT = dict(channels=1, height=32, mean=(0.0,), std=(1 / 255,), alphabet="alnum")
