@@ -177,11 +177,12 @@ def test_bad_settings_stop_before_any_training_or_mlflow_run(
     assert no_runs(mlflow_store)
 
 
-def test_cache_shows_and_prunes_stale_checkpoints(bench_cache, capsys, monkeypatch):
+def test_cache_shows_and_prunes_stale_checkpoints(tmp_path, capsys, monkeypatch):
     import bench.spec as spec_module
 
-    folder = bench_cache / "checkpoints"
-    folder.mkdir(exist_ok=True)
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "checkpoints"
+    folder.mkdir(parents=True)
     current = spec_module.code_digest("crnn")
     (folder / f"crnn-{current}-0123456789abcdef0123.pt").write_bytes(b"x" * 2048)
     (folder / "crnn-000000000000-0123456789abcdef0123.pt").write_bytes(b"x" * 1024)
