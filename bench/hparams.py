@@ -22,6 +22,8 @@ class TrainConfig:
     std: tuple[float, ...] = (1.0,)
     max_len: int = 0  # positions a head reads; 0: the dataset's longest label
     alphabet: str = "dataset"  # output classes: the dataset's characters, or one of ALPHABETS
+    split: str = "benchmark"  # benchmark (70/10/20, one for all) | source (the source's holdout)
+    holdout: float = 0.2  # with split=source: the share the source held out (test = validation)
     optimizer: str = "adam"  # OPTIMIZERS: adam | adamw (fastai's: betas 0.9/0.99, eps 1e-5) | ...
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -66,6 +68,11 @@ class TrainConfig:
             )
         return charset
 
+    @property
+    def split_holdout(self) -> float | None:
+        """The held-out share of a source split, or None for the benchmark's split."""
+        return self.holdout if self.split == "source" else None
+
     def codec_options(self, kind: str) -> dict[str, Any]:
         """The options of codec ``kind`` (``"ce"`` or ``"ctc"``) that these settings choose."""
         if kind == "ce":
@@ -89,6 +96,8 @@ class TrainConfig:
             ("std", len(self.std) in (1, self.channels) and min(self.std) > 0, "positive"),
             ("max_len", self.max_len >= 0, ">= 0 (0: the longest label)"),
             ("alphabet", self.alphabet in ("dataset", *ALPHABETS), "dataset | alnum | digits"),
+            ("split", self.split in SPLITS, " | ".join(SPLITS)),
+            ("holdout", 0 < self.holdout < 1, "in (0, 1)"),
             ("optimizer", self.optimizer in OPTIMIZERS, " | ".join(OPTIMIZERS)),
             ("lr", self.lr > 0, "> 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
@@ -116,6 +125,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adadelta")
 ALPHABETS = {"alnum": string.digits + string.ascii_lowercase, "digits": string.digits}
 SCHEDULES = ("none", "onecycle", "plateau")
 DECODERS = ("greedy", "beam")
+SPLITS = ("benchmark", "source")
 
 
 def check_model_hparams(hp: dict[str, Any]) -> None:

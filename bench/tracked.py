@@ -106,7 +106,9 @@ def train_tracked(
 ) -> tuple[TrainResult, str]:
     """:func:`bench.train.train` inside an MLflow run (see :func:`~bench.tracking.mlflow_run` for
     how it ends); returns the result and the run id."""
-    store = dataset.store(spec.cfg.channels, spec.cfg.height, spec.cfg.width)
+    cfg = spec.cfg
+    store = dataset.store(cfg.channels, cfg.height, cfg.width)
+    data = dataset.describe(store, dataset.split(store, cfg.split_holdout))
     run_tags = {
         "approach": spec.approach,
         "source": spec.source,
@@ -123,7 +125,7 @@ def train_tracked(
         finished_on=finished_on,
         state_tag=state_tag,
     ) as run:
-        log_params(run_params(spec, dataset.describe(store)))
+        log_params(run_params(spec, data))
         logger = EpochLogger()
         result = train(
             spec,

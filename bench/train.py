@@ -315,7 +315,7 @@ def prepare(spec: RunSpec, dataset: Dataset) -> Trainer:
     cfg = spec.cfg
     dev = torch.device(spec.device)
     store = dataset.store(cfg.channels, cfg.height, cfg.width)
-    split = dataset.split(store)
+    split = dataset.split(store, cfg.split_holdout)
     max_len = cfg.max_len or dataset.source.max_len
     codec = make_codec(
         approach.codec,
@@ -343,7 +343,7 @@ def prepare(spec: RunSpec, dataset: Dataset) -> Trainer:
         device=dev,
         store=store,
         split=split,
-        data=dataset.describe(store),
+        data=dataset.describe(store, split),
         codec=codec,
         targets=codec.encode(store.labels).to(dev),
         model=model,

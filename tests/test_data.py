@@ -72,7 +72,7 @@ def test_split_is_the_same_for_every_input_size(captcha_v2_root):
         for x, y in zip((a.train, a.val, a.test), (b.train, b.val, b.test), strict=True)
     )
     assert a.sizes() == {"train": 728, "val": 104, "test": 208}
-    assert dataset.describe(small)["split_digest"] == dataset.describe(big)["split_digest"]
+    assert dataset.describe(small, a)["split_digest"] == dataset.describe(big, b)["split_digest"]
 
 
 # ----------------------------------------------------------------------------------------- split
@@ -297,3 +297,20 @@ def test_missing_captcha_v2_is_downloaded_extracted_and_cached(tmp_path, monkeyp
     archive.unlink()  # the second use reads the cache
     with pytest.warns(DatasetMismatchWarning):
         assert captcha_v2_source().labels == ["abcde", "bcdef"]
+
+
+def test_source_split_holds_out_its_share_and_validates_on_it():
+    from bench.spec import make_spec
+    from bench.train import prepare
+
+    dataset = load_dataset("synthetic:tiny,count=200")
+    store = dataset.store(1, 32, 96)
+    split = dataset.split(store, holdout=0.1)
+    assert split.sizes() == {"train": 180, "val": 20, "test": 20}
+    assert split.val.equal(split.test)
+    benchmark = dataset.split(store)
+    assert benchmark.sizes() == {"train": 140, "val": 20, "test": 40}
+    spec = make_spec("crnn", dataset, {"epochs": 1, "split": "source", "width": 96})
+    run = prepare(spec, dataset)
+    assert run.data["n_train"] == 200 - round(200 * 250 / 1070)  # source 001's CRNN: 820/250
+    assert run.split.val.equal(run.split.test)

@@ -16,6 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 import bench.approaches.registry as registry
+from bench.approaches import list_approaches
 from bench.suite import SuiteError, load_suite, run_suite
 from bench.tune import counted
 from tests.test_train import nan_approach
@@ -136,6 +137,27 @@ def test_bad_suites_are_clear_errors(tmp_path, text, message):
 def test_a_single_approach_name_is_a_list_of_one(tmp_path):
     suite = load_suite(write_suite(tmp_path, "approaches: lstm-columns\ndatasets: captcha-v2\n"))
     assert suite.approaches == ["lstm-columns"] and suite.datasets == ["captcha-v2"]
+
+
+def test_datasets_may_name_their_own_approaches(tmp_path):
+    text = "datasets:\n  captcha-v2: [crnn, ce-crnn]\n  synthetic:digits4: lstm-columns\n"
+    suite = load_suite(write_suite(tmp_path, text))
+    assert suite.pairs == [
+        ("captcha-v2", "crnn"),
+        ("captcha-v2", "ce-crnn"),
+        ("synthetic:digits4", "lstm-columns"),
+    ]
+    with pytest.raises(SuiteError, match="datasets: captcha-v2 must be a name or"):
+        load_suite(write_suite(tmp_path, "datasets: {captcha-v2: 3}\n"))
+    with pytest.raises(SuiteError, match="not both"):
+        load_suite(write_suite(tmp_path, "datasets: {captcha-v2: all}\napproaches: [crnn]\n"))
+
+
+def test_reproduce_suite_runs_every_approach_on_its_sources_split():
+    suite = load_suite("reproduce")
+    assert suite.trials == 0 and len(suite.seeds) >= 3 and suite.common_set == {"split": "source"}
+    assert ("synthetic:digits4", "lstm-columns") in suite.pairs
+    assert {a for d, a in suite.pairs if d == "captcha-v2"} == set(list_approaches())
 
 
 def test_unknown_suite_names_the_known_ones():

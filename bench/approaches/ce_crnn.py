@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from bench.approaches.layers import conv, recurrent_head
-from bench.approaches.recipes import SOURCE_001_INPUT
+from bench.approaches.recipes import SOURCE_001_HOLDOUT, SOURCE_001_INPUT
 from bench.approaches.registry import Approach, register
 
 
@@ -62,6 +62,7 @@ register(
         build=build,
         train={
             **SOURCE_001_INPUT,
+            "holdout": SOURCE_001_HOLDOUT["ce-crnn"],
             "width": 128,
             "optimizer": "adam",
             "lr": 4e-5,

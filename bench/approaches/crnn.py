@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from bench.approaches.layers import conv, recurrent_head
-from bench.approaches.recipes import SOURCE_001_INPUT
+from bench.approaches.recipes import SOURCE_001_HOLDOUT, SOURCE_001_INPUT
 from bench.approaches.registry import Approach, register
 
 
@@ -58,6 +58,7 @@ register(
         build=build,
         train={
             **SOURCE_001_INPUT,
+            "holdout": SOURCE_001_HOLDOUT["crnn"],
             "width": 100,
             "optimizer": "adadelta",
             "lr": 0.08,

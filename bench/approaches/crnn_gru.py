@@ -61,6 +61,7 @@ register(
             channels=3,
             height=75,
             width=300,
+            holdout=0.1,  # train_test_split(..., test_size=0.1)
             mean=(0.485, 0.456, 0.406),
             std=(0.229, 0.224, 0.225),
             optimizer="adam",

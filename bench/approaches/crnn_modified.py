@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from bench.approaches.layers import conv, recurrent_head
-from bench.approaches.recipes import SOURCE_001_INPUT
+from bench.approaches.recipes import SOURCE_001_HOLDOUT, SOURCE_001_INPUT
 from bench.approaches.registry import Approach, register
 
 
@@ -48,6 +48,7 @@ register(
         build=build,
         train={
             **SOURCE_001_INPUT,
+            "holdout": SOURCE_001_HOLDOUT["crnn-modified"],
             "width": 176,
             "optimizer": "adadelta",
             "lr": 1.2,

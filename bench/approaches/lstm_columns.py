@@ -46,6 +46,7 @@ register(
             channels=1,
             height=60,
             width=160,
+            holdout=1792 / 9984,  # random_split(dataset, [128 * 64, 28 * 64])
             mean=(0.89099,),
             std=(0.14788,),
             optimizer="sgd",

@@ -15,7 +15,14 @@ from bench.data.sources import (
     folder_source,
     synthetic_source,
 )
-from bench.data.store import Split, TensorStore, decode_source, make_split, split_digest
+from bench.data.store import (
+    Split,
+    TensorStore,
+    decode_source,
+    make_holdout_split,
+    make_split,
+    split_digest,
+)
 
 __all__ = [
     "SYNTHETIC_PRESETS",
@@ -49,12 +56,15 @@ class Dataset:
             self._stores[key] = decode_source(self.source, *key, skip_bad=self.skip_bad)
         return self._stores[key]
 
-    def split(self, store: TensorStore) -> Split:
-        return make_split(store.files, self.split_seed)
+    def split(self, store: TensorStore, holdout: float | None = None) -> Split:
+        """The benchmark's 70/10/20 split, or with ``holdout`` a source's own: that share held
+        out as the test part, which is also what each epoch validates on (as the sources did)."""
+        if holdout is None:
+            return make_split(store.files, self.split_seed)
+        return make_holdout_split(store.files, self.split_seed, holdout)
 
-    def describe(self, store: TensorStore) -> dict[str, object]:
+    def describe(self, store: TensorStore, split: Split) -> dict[str, object]:
         """What a run needs to record to show which data it saw."""
-        split = self.split(store)
         return {
             "dataset": self.name,
             "fingerprint": self.source.fingerprint,

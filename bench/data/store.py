@@ -120,6 +120,13 @@ def make_split(
     )
 
 
+def make_holdout_split(files: list[str], seed: int, holdout: float) -> Split:
+    """A source's two-way split: ``holdout`` of the images for testing, the rest for training;
+    the validation part is the test part (the sources validated on their held-out images)."""
+    two_way = make_split(files, seed, val_share=0.0, test_share=holdout)
+    return Split(train=two_way.train, val=two_way.test, test=two_way.test)
+
+
 def split_digest(files: list[str], split: Split) -> str:
     """A short hash of which files are in which part, to show two runs used the same split."""
     text = "|".join(

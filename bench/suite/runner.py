@@ -293,8 +293,7 @@ def run_suite(
     open_storage(storage)  # create the schema once
     units = [
         Unit(suite, dataset, approach, storage, device, data_dir, precision, compile)
-        for dataset in suite.datasets
-        for approach in suite.approaches
+        for dataset, approach in suite.pairs
     ]
     total, done = planned_work(units)
     threads = max(1, torch.get_num_threads() // workers)

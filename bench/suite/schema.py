@@ -29,8 +29,7 @@ class Suite:
 
     name: str
     path: Path
-    datasets: list[str]
-    approaches: list[str]
+    pairs: list[tuple[str, str]]  # (dataset, approach): the suite's units, in order
     seeds: list[int]
     trials: int = 0
     tuning_set: dict[str, Any] = field(default_factory=dict)
@@ -43,6 +42,14 @@ class Suite:
     log_models: bool = False
     description: str = ""
     digest: str = ""
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys(d for d, _ in self.pairs))
+
+    @property
+    def approaches(self) -> list[str]:
+        return list(dict.fromkeys(a for _, a in self.pairs))
 
     def tuning_overrides(self) -> dict[str, Any]:
         return {**self.common_set, **self.tuning_set}
@@ -95,12 +102,10 @@ def load_suite(name: str | Path) -> Suite:
     for stage, values in (("tuning", tuning), ("final", final)):
         if unknown := set(values) - STAGE_KEYS[stage]:
             raise SuiteError(f"{path}: unknown key(s) {sorted(unknown)} under {stage}:")
-    approaches = raw.get("approaches", "all")
     suite = Suite(
         name=path.stem,
         path=path,
-        datasets=check.names(raw, "datasets", ["captcha-v2"]),
-        approaches=list_approaches() if approaches == "all" else check.names(raw, "approaches"),
+        pairs=check.pairs(raw),
         seeds=check.integers(raw, "seeds", [0]),
         trials=check.integer(tuning, "trials", 0, "tuning: trials"),
         tuning_set=check.mapping(tuning, "set", "tuning: set"),
@@ -140,7 +145,30 @@ class Checker:
             raise self.fail(label or key, value, "a mapping, e.g. {trials: 5}")
         return dict(value)
 
-    def names(self, raw: dict, key: str, default: list[str] | None = None) -> list[str]:
+    def pairs(self, raw: dict) -> list[tuple[str, str]]:
+        """``datasets`` x ``approaches``, or ``datasets`` as a mapping of each dataset to its
+        own approaches (``all`` or a list)."""
+        datasets = raw.get("datasets")
+        if isinstance(datasets, dict):
+            if "approaches" in raw:
+                raise SuiteError(
+                    f"{self.path}: give approaches per dataset or at the top, not both"
+                )
+            return [
+                (dataset, approach)
+                for dataset, approaches in datasets.items()
+                for approach in self.approaches({"approaches": approaches}, f"datasets: {dataset}")
+            ]
+        names = self.names(raw, "datasets", ["captcha-v2"])
+        return [(d, a) for d in names for a in self.approaches(raw, "approaches")]
+
+    def approaches(self, raw: dict, label: str) -> list[str]:
+        value = raw.get("approaches", "all")
+        return list_approaches() if value == "all" else self.names(raw, "approaches", label=label)
+
+    def names(
+        self, raw: dict, key: str, default: list[str] | None = None, label: str | None = None
+    ) -> list[str]:
         value = raw.get(key)
         if value is None and default is not None:
             return default
@@ -148,7 +176,9 @@ class Checker:
             return [value]
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             return list(value)
-        raise self.fail(key, value, "a name or a non-empty list of names, e.g. [crnn, ce-crnn]")
+        raise self.fail(
+            label or key, value, "a name or a non-empty list of names, e.g. [crnn, ce-crnn]"
+        )
 
     def integers(self, raw: dict, key: str, default: list[int]) -> list[int]:
         value = raw.get(key, default)
