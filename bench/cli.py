@@ -139,6 +139,34 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print(f"report written to {out}")
 
 
+def parse_variation(text: str) -> tuple[str, list[Any]]:
+    """``KEY=V1,V2[,...]``: the values read as YAML, at least two."""
+    key, sep, values = text.partition("=")
+    parsed = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+    if not sep or not key or len(parsed) < 2:
+        raise ValueError(f"--vary expects KEY=V1,V2[,...] (two values at least), got {text!r}")
+    return key.strip(), parsed
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from bench.ablate import run_ablation
+
+    key, values = parse_variation(args.vary)
+    base = overrides_from(args, args.approach)
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
+    specs = [  # every variant checked before the first training
+        (value, spec_from(args, args.approach, dataset, {**base, key: value}, seed))
+        for value in values
+        for seed in args.seeds
+    ]
+    out = args.out or Path("reports/ablations") / f"{args.approach}-{key}"
+    table = run_ablation(
+        specs, dataset, key, out, experiment=args.experiment, progress=not args.quiet
+    )
+    print((out / "ablation.md").read_text(), end="")
+    print(f"{len(table)} variants; table in {out / 'ablation.csv'}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from bench.report import build_report
 
@@ -364,6 +392,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default="", help="suite tag of the MLflow runs")
     p.add_argument("--report", action="store_true", help="then write OUT/index.html")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "ablate",
+        help="one approach with one setting varied: paired comparison on the same splits",
+        description="Train an approach once per value of one setting and seed, on the same split "
+        "(each a compare run tracked in MLflow, kept in OUT/KEY=VALUE/), then tabulate each "
+        "value against the first: test accuracy with a bootstrap interval (images resampled "
+        "within seeds), the paired difference, and an exact McNemar test on the discordant "
+        "images (Holm-adjusted). Re-running resumes.",
+    )
+    p.add_argument("--approach", required=True, help=f"one of: {', '.join(list_approaches())}")
+    p.add_argument("--vary", required=True, metavar="KEY=V1,V2", help="e.g. alphabet=dataset,alnum")
+    add_training_options(p, "fix a hyperparameter of every variant")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)"
+    )
+    p.add_argument("--out", type=Path, help="default reports/ablations/APPROACH-KEY")
+    p.add_argument("--experiment", default="ablations", help="MLflow experiment (ablations)")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser(
         "tune",

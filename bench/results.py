@@ -44,6 +44,7 @@ def save_result(result: TrainResult, path: Path) -> None:
         "spec": {k: v for k, v in result.spec.params().items() if k not in result.hparams},
         "data": result.data,
         "history": result.history,
+        "predictions": result.predictions,  # of the test split: paired tests between runs
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str))

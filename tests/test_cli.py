@@ -193,3 +193,64 @@ def test_cache_shows_and_prunes_stale_checkpoints(tmp_path, capsys, monkeypatch)
     assert main(["cache", "prune"]) == 0
     assert "removed 2 entries" in capsys.readouterr().out
     assert [p.name for p in folder.iterdir()] == [f"crnn-{current}-0123456789abcdef0123.pt"]
+
+
+def test_ablate_pairs_variants_on_the_same_split_and_seeds(tmp_path, capsys):
+    out = tmp_path / "ablation"
+    argv = [
+        "ablate",
+        "--approach",
+        "lstm-columns",
+        "--vary",
+        "lr=0.0001,0.01",
+        "--dataset",
+        "synthetic:tiny,count=120",
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "2",
+        "--set",
+        "height=32",
+        "--set",
+        "width=96",
+        "--set",
+        "hidden=16",
+        "--set",
+        "optimizer=adam",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    assert "| lr | seeds | test seq acc" in capsys.readouterr().out
+    table = pd.read_csv(out / "ablation.csv")
+    assert list(table.lr) == [0.0001, 0.01] and list(table.seeds) == [2, 2]
+    assert table.acc_diff[0] == 0 and pd.isna(table.p[0])
+    assert 0 <= table.acc_low.min() <= table.acc_high.max() <= 1
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("lr=*/*.json"))]
+    assert len(records) == 4 and {r["data"]["split_digest"] for r in records} == {
+        records[0]["data"]["split_digest"]
+    }
+    assert main(argv) == 0  # a re-run reuses the four results
+    assert "seed" not in capsys.readouterr().out.split("| lr |")[0]
+    assert main([*argv[:4], "lr=0.1", *argv[5:]]) == 2
+    assert "--vary expects KEY=V1,V2" in capsys.readouterr().err
+
+
+def test_ablation_table_pairs_by_seed_and_counts_discordant_images():
+    from bench.ablate import ablation_table
+
+    def record(seed, correct):
+        predictions = [{"file": f"{i}.png", "correct": c} for i, c in enumerate(correct)]
+        return {"seed": seed, "test_cer": 0.1, "predictions": predictions}
+
+    records = {
+        "a": [record(0, [1, 1, 0, 0]), record(1, [1, 0, 0, 0])],
+        "b": [record(0, [1, 1, 1, 1]), record(1, [1, 1, 1, 0])],
+    }
+    table = ablation_table("k", records)
+    b = table.iloc[1]
+    assert (b.gained, b.lost) == (4, 0) and b.acc_diff == 0.5
+    assert b.p == 0.125  # exact McNemar: 4 discordant pairs, all one way
+    assert b.acc_diff_low <= 0.5 <= b.acc_diff_high <= 1

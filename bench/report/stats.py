@@ -42,6 +42,24 @@ def mcnemar_exact(leader_only: int, other_only: int) -> float:
     return float(stats.binomtest(leader_only, n, 0.5).pvalue)
 
 
+def bootstrap_mean(
+    groups: Sequence[np.ndarray], samples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of per-item values pooled over ``groups`` (one array per training seed, e.g. 0/1
+    outcomes or paired differences of the same test images), with a percentile bootstrap interval
+    that resamples items *within* each group: seeds are not pooled as if independent, and the
+    interval stays inside the values' range."""
+    rng = np.random.default_rng(seed)
+    arrays = [np.asarray(g, dtype=float) for g in groups]
+    total = sum(len(a) for a in arrays)
+    sums = np.zeros(samples)
+    for a in arrays:
+        sums += a[rng.integers(0, len(a), size=(samples, len(a)))].sum(1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(sums / total, [tail, 1 - tail])
+    return float(np.concatenate(arrays).mean()), float(low), float(high)
+
+
 def paired_bootstrap_diff(
     a: np.ndarray, b: np.ndarray, samples: int = 2000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float, float]:

@@ -1,0 +1,130 @@
+"""Ablations: one approach with one setting varied over values, on the same split and seeds.
+
+Each run is a ``compare`` run (tracked in MLflow, a result file under ``OUT/KEY=VALUE/``); the
+table pairs every variant with the first on the same test images and seeds: the accuracy
+difference with a bootstrap interval that resamples images within seeds, and an exact McNemar test
+on the discordant images pooled over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.data import Dataset
+from bench.report.stats import bootstrap_mean, holm, mcnemar_exact
+from bench.results import result_path, train_and_record
+from bench.spec import RunSpec
+
+
+def variant_folder(out: Path, key: str, value: Any) -> Path:
+    return out / f"{key}={value}"
+
+
+def run_ablation(
+    specs: Sequence[tuple[Any, RunSpec]],
+    dataset: Dataset,
+    key: str,
+    out: Path,
+    experiment: str | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train every (value, spec) not trained yet, then tabulate (see :func:`ablation_table`)."""
+    for value, spec in specs:
+        train_and_record(
+            spec,
+            dataset,
+            variant_folder(out, key, value),
+            experiment=experiment,
+            suite=f"ablate {key}",
+            progress=progress,
+        )
+    values = list(dict.fromkeys(value for value, _ in specs))
+    records = {
+        value: [
+            json.loads(
+                result_path(
+                    variant_folder(out, key, value), s.approach, s.dataset, s.seed
+                ).read_text()
+            )
+            for v, s in specs
+            if v == value
+        ]
+        for value in values
+    }
+    table = ablation_table(key, records)
+    table.to_csv(out / "ablation.csv", index=False)
+    (out / "ablation.md").write_text(markdown(table))
+    return table
+
+
+def correct_by_file(record: dict[str, Any]) -> pd.Series:
+    rows = pd.DataFrame(record["predictions"])
+    return rows.set_index("file").correct.astype(float).sort_index()
+
+
+def ablation_table(key: str, records: dict[Any, list[dict[str, Any]]]) -> pd.DataFrame:
+    """One row per value: mean test sequence accuracy and CER over seeds, the accuracy with its
+    interval, and against the first value (the reference) the paired difference, its interval,
+    the discordant images and McNemar's exact p (Holm-adjusted over the variants)."""
+    values = list(records)
+    reference = {r["seed"]: correct_by_file(r) for r in records[values[0]]}
+    rows = []
+    for value in values:
+        mine = {r["seed"]: correct_by_file(r) for r in records[value]}
+        acc, low, high = bootstrap_mean(list(mine.values()))
+        seeds = sorted(set(mine) & set(reference))
+        diffs = [mine[s] - reference[s].reindex(mine[s].index) for s in seeds]
+        diff, d_low, d_high = bootstrap_mean(diffs) if seeds else (np.nan,) * 3
+        gained = sum(int((d > 0).sum()) for d in diffs)
+        lost = sum(int((d < 0).sum()) for d in diffs)
+        rows.append(
+            {
+                key: value,
+                "seeds": len(mine),
+                "test_seq_acc": acc,
+                "acc_low": low,
+                "acc_high": high,
+                "test_cer": float(np.mean([r["test_cer"] for r in records[value]])),
+                "acc_diff": diff,
+                "acc_diff_low": d_low,
+                "acc_diff_high": d_high,
+                "gained": gained,
+                "lost": lost,
+                "p": mcnemar_exact(gained, lost) if value != values[0] else np.nan,
+            }
+        )
+    table = pd.DataFrame(rows)
+    tested = table.p.notna()
+    if tested.any():
+        table.loc[tested, "p_holm"] = holm(table.p[tested].tolist())
+    return table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The table for a README: percentages, intervals, significance in words."""
+    key = table.columns[0]
+    lines = [
+        f"| {key} | seeds | test seq acc (95% CI) | CER | vs first (95% CI) | "
+        "images gained / lost | McNemar p (Holm) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in table.to_dict("records"):
+        paired = (
+            "reference"
+            if pd.isna(row["p"])
+            else f"{row['acc_diff']:+.2%} ({row['acc_diff_low']:+.2%} to "
+            f"{row['acc_diff_high']:+.2%})"
+        )
+        p = "" if pd.isna(row["p"]) else f"{row.get('p_holm', row['p']):.3g}"
+        lost = "" if pd.isna(row["p"]) else f"{row['gained']} / {row['lost']}"
+        lines.append(
+            f"| {row[key]} | {row['seeds']} | {row['test_seq_acc']:.2%} ({row['acc_low']:.2%} "
+            f"to {row['acc_high']:.2%}) | {row['test_cer']:.2%} | {paired} | {lost} | {p} |"
+        )
+    return "\n".join(lines) + "\n"
