@@ -12,6 +12,7 @@ import torch
 
 from bench.config import cache_dir
 from bench.data import Dataset
+from bench.hparams import TrainConfig
 from bench.spec import RunSpec
 from bench.tracked import train_tracked
 from bench.tracking import cpu_name
@@ -58,10 +59,16 @@ def result_path(out: Path, name: str, dataset: str, seed: int) -> Path:
 
 def check_same_run(path: Path, spec: RunSpec) -> None:
     """A kept result is reused only for the same hyperparameters, data and split; else say what
-    differs. Keys the kept result does not record (added to the code after it ran) are not
-    compared."""
+    differs. A training setting the kept result predates counts at its generic default (what the
+    code did before the setting existed: e.g. ``alphabet: dataset``); model keys it predates are
+    not compared."""
     record = json.loads(path.read_text())
-    kept = {**record["hparams"], **{k: record["data"][k] for k in ("fingerprint", "split_seed")}}
+    generic = json.loads(json.dumps(TrainConfig().to_dict()))
+    kept = {
+        **generic,
+        **record["hparams"],
+        **{k: record["data"][k] for k in ("fingerprint", "split_seed")},
+    }
     asked = {**spec.hparams, "fingerprint": spec.fingerprint, "split_seed": spec.split_seed}
     wanted = json.loads(json.dumps(asked, default=str))
     differ = sorted(k for k in kept if kept[k] != wanted.get(k))
