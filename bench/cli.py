@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         progress=not args.quiet,
     )
     cfg = spec.cfg
-    for name, reason in dataset.store(cfg.channels, cfg.height, cfg.width).skipped:
+    for name, reason in dataset.store(*cfg.image_size).skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     summary = {**result.summary(), "mlflow_run": run_id}
     width = max(map(len, summary))

@@ -6,6 +6,8 @@ import string
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from bench.data.store import DECODE_ORDERS
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -24,6 +26,7 @@ class TrainConfig:
     alphabet: str = "dataset"  # output classes: the dataset's characters, or one of ALPHABETS
     split: str = "benchmark"  # benchmark (70/10/20, one for all) | source (the source's holdout)
     holdout: float = 0.2  # with split=source: the share the source held out (test = validation)
+    decode: str = "convert-resize"  # image decoding order (source 001: resize-convert)
     optimizer: str = "adam"  # OPTIMIZERS: adam | adamw (fastai's: betas 0.9/0.99, eps 1e-5) | ...
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -55,6 +58,11 @@ class TrainConfig:
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
         return cls(**values)
+
+    @property
+    def image_size(self) -> tuple[int, int, int, str]:
+        """What a decoded store is made with: channels, height, width, decoding order."""
+        return self.channels, self.height, self.width, self.decode
 
     def output_charset(self, dataset_charset: str) -> str:
         """The characters the head emits: the dataset's, or a named alphabet that must hold
@@ -98,6 +106,7 @@ class TrainConfig:
             ("alphabet", self.alphabet in ("dataset", *ALPHABETS), "dataset | alnum | digits"),
             ("split", self.split in SPLITS, " | ".join(SPLITS)),
             ("holdout", 0 < self.holdout < 1, "in (0, 1)"),
+            ("decode", self.decode in DECODE_ORDERS, " | ".join(DECODE_ORDERS)),
             ("optimizer", self.optimizer in OPTIMIZERS, " | ".join(OPTIMIZERS)),
             ("lr", self.lr > 0, "> 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),

@@ -70,10 +70,5 @@ def load_recognizer(model: str) -> tuple[nn.Module, dict[str, Any]]:
 def read_images(model: nn.Module, meta: dict[str, Any], paths: Sequence[Path]) -> list[str]:
     """Decode image files as the model was trained (size, channels) and read them."""
     cfg = TrainConfig.from_hparams(meta["hparams"])
-    images = torch.stack(
-        [
-            torch.from_numpy(decode_image(Path(p), cfg.channels, cfg.height, cfg.width))
-            for p in paths
-        ]
-    )
+    images = torch.stack([torch.from_numpy(decode_image(Path(p), *cfg.image_size)) for p in paths])
     return codec_from_metadata(meta).decode(model.eval()(images).float())

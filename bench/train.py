@@ -314,7 +314,7 @@ def prepare(spec: RunSpec, dataset: Dataset) -> Trainer:
     approach = get_approach(spec.approach)
     cfg = spec.cfg
     dev = torch.device(spec.device)
-    store = dataset.store(cfg.channels, cfg.height, cfg.width)
+    store = dataset.store(*cfg.image_size)
     split = dataset.split(store, cfg.split_holdout)
     max_len = cfg.max_len or dataset.source.max_len
     codec = make_codec(

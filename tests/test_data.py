@@ -314,3 +314,23 @@ def test_source_split_holds_out_its_share_and_validates_on_it():
     run = prepare(spec, dataset)
     assert run.data["n_train"] == 200 - round(200 * 250 / 1070)  # source 001's CRNN: 820/250
     assert run.split.val.equal(run.split.test)
+
+
+def test_source_001_decoding_order_resizes_before_converting():
+    """``Image.open(p).resize((W, 32)).convert('L')`` (PIL's default filter) is its own store."""
+    from bench.approaches import get_approach
+    from bench.hparams import TrainConfig
+
+    dataset = load_dataset("synthetic:tiny,count=60")
+    ours = dataset.store(1, 32, 100)
+    theirs = dataset.store(1, 32, 100, "resize-convert")
+    assert ours.images.shape == theirs.images.shape == (60, 1, 32, 100)
+    difference = (ours.images.float() - theirs.images.float()).abs()
+    assert 0 < difference.mean() < 10  # the same pictures, other pixels
+    path = dataset.source.files[0]
+    with Image.open(path) as img:
+        expected = np.array(img.resize((100, 32)).convert("L"))
+    assert np.array_equal(theirs.images[0, 0].numpy(), expected)
+    assert TrainConfig.from_hparams(get_approach("crnn").defaults).decode == "resize-convert"
+    with pytest.raises(ValueError, match="decode='other' is out of range"):
+        get_approach("crnn").resolve({"decode": "other"})

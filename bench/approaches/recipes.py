@@ -26,6 +26,13 @@ SOURCE_000_TRAINING = dict(
 
 # source 001 (plain PyTorch) feeds raw 0..255 grayscale floats, 32 pixels high, and its heads
 # read digits + lowercase (CHARS = string.digits + string.ascii_lowercase: 37 classes with blank)
-SOURCE_001_INPUT = dict(channels=1, height=32, mean=(0.0,), std=(1 / 255,), alphabet="alnum")
+SOURCE_001_INPUT = dict(
+    channels=1,
+    height=32,
+    mean=(0.0,),
+    std=(1 / 255,),
+    alphabet="alnum",
+    decode="resize-convert",  # Image.open(p).resize((W, 32)).convert('L')
+)
 # its three models' random_split(..., [train, test]) of 1070 files: 820/250, 896/174, 848/222
 SOURCE_001_HOLDOUT = {"crnn": 250 / 1070, "crnn-modified": 174 / 1070, "ce-crnn": 222 / 1070}

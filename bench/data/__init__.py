@@ -16,6 +16,7 @@ from bench.data.sources import (
     synthetic_source,
 )
 from bench.data.store import (
+    DECODE_ORDERS,
     Split,
     TensorStore,
     decode_source,
@@ -25,6 +26,7 @@ from bench.data.store import (
 )
 
 __all__ = [
+    "DECODE_ORDERS",
     "SYNTHETIC_PRESETS",
     "Augment",
     "DataError",
@@ -44,16 +46,21 @@ class Dataset:
     source: Source
     split_seed: int = 0
     skip_bad: bool = False
-    _stores: dict[tuple[int, int, int], TensorStore] = field(default_factory=dict, repr=False)
+    _stores: dict[tuple, TensorStore] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
         return self.source.name
 
-    def store(self, channels: int, height: int, width: int) -> TensorStore:
-        key = (channels, height, width)
+    def store(
+        self, channels: int, height: int, width: int, order: str = "convert-resize"
+    ) -> TensorStore:
+        """The images decoded at this size (``order``: see :data:`DECODE_ORDERS`), once."""
+        key = (channels, height, width, order)
         if key not in self._stores:
-            self._stores[key] = decode_source(self.source, *key, skip_bad=self.skip_bad)
+            self._stores[key] = decode_source(
+                self.source, channels, height, width, self.skip_bad, order
+            )
         return self._stores[key]
 
     def split(self, store: TensorStore, holdout: float | None = None) -> Split:

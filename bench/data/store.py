@@ -17,6 +17,9 @@ from bench.config import cache_dir
 from bench.data.sources import DataError, Source
 
 MODES = {1: "L", 3: "RGB"}
+# convert-resize: convert to the channels, then a bilinear resize (the benchmark's); resize-convert:
+# source 001's Image.open(p).resize((W, 32)).convert('L'), PIL's default filter for the file's mode
+DECODE_ORDERS = ("convert-resize", "resize-convert")
 
 
 @dataclass
@@ -32,8 +35,11 @@ class TensorStore:
         return len(self.labels)
 
 
-def decode_image(path: Path, channels: int, height: int, width: int) -> np.ndarray:
-    """Open, convert and resize one image; a :class:`DataError` names the file if it cannot."""
+def decode_image(
+    path: Path, channels: int, height: int, width: int, order: str = "convert-resize"
+) -> np.ndarray:
+    """Open, convert and resize one image (in ``order``, see :data:`DECODE_ORDERS`); a
+    :class:`DataError` names the file if it cannot."""
     if channels not in MODES:
         raise DataError(f"channels must be 1 or 3, got {channels}")
     if path.stat().st_size == 0:
@@ -41,9 +47,12 @@ def decode_image(path: Path, channels: int, height: int, width: int) -> np.ndarr
     try:
         with Image.open(path) as img:
             img.load()
-            img = img.convert(MODES[channels])
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.Resampling.BILINEAR)
+            if order == "resize-convert":
+                img = img.resize((width, height)).convert(MODES[channels])
+            else:
+                img = img.convert(MODES[channels])
+                if img.size != (width, height):
+                    img = img.resize((width, height), Image.Resampling.BILINEAR)
             array = np.array(img, dtype=np.uint8)
     except UnidentifiedImageError as err:
         raise DataError(f"{path}: not an image ({err})") from err
@@ -53,7 +62,12 @@ def decode_image(path: Path, channels: int, height: int, width: int) -> np.ndarr
 
 
 def decode_source(
-    source: Source, channels: int, height: int, width: int, skip_bad: bool = False
+    source: Source,
+    channels: int,
+    height: int,
+    width: int,
+    skip_bad: bool = False,
+    order: str = "convert-resize",
 ) -> TensorStore:
     """Decode every image of ``source`` (cached per fingerprint and size).
 
@@ -61,6 +75,7 @@ def decode_source(
     ``TensorStore.skipped``.
     """
     key = f"{source.fingerprint[:16]}-{channels}x{height}x{width}{'-skip' if skip_bad else ''}"
+    key += "" if order == "convert-resize" else f"-{order}"
     cached = cache_dir() / "stores" / f"{key}.pt"
     if cached.exists():
         return TensorStore(**torch.load(cached, weights_only=False))
@@ -69,7 +84,7 @@ def decode_source(
         tqdm(source.files, desc=f"decode {source.name}", leave=False), source.labels, strict=True
     ):
         try:
-            images.append(decode_image(path, channels, height, width))
+            images.append(decode_image(path, channels, height, width, order))
         except DataError as err:
             if not skip_bad:
                 raise
