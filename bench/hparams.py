@@ -30,6 +30,7 @@ class TrainConfig:
     optimizer: str = "adam"  # OPTIMIZERS: adam | adamw (fastai's: betas 0.9/0.99, eps 1e-5) | ...
     lr: float = 1e-3
     weight_decay: float = 0.0
+    wd_bn_bias: bool = True  # decay norm-layer parameters and biases too (fastai: False)
     momentum: float = 0.9  # sgd only
     batch_size: int = 32
     drop_last: bool = False  # drop the last partial training batch (fastai does, PyTorch does not)

@@ -50,7 +50,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(cfg: TrainConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """All parameters decayed alike, or without ``wd_bn_bias`` (fastai's default) two groups: the
+    parameters of normalisation layers and every module's ``bias`` are not decayed."""
+    if cfg.wd_bn_bias or not cfg.weight_decay:
+        return [{"params": list(model.parameters())}]
+    exempt: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase | nn.LayerNorm | nn.GroupNorm):
+            exempt |= {id(p) for p in module.parameters(recurse=False)}
+        elif isinstance(getattr(module, "bias", None), nn.Parameter):
+            exempt.add(id(module.bias))
+    params = list(model.parameters())
+    return [
+        {"params": [p for p in params if id(p) not in exempt]},
+        {"params": [p for p in params if id(p) in exempt], "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = param_groups(model, cfg)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":  # fastai's Adam: decoupled weight decay, beta2 0.99, eps 1e-5
@@ -336,7 +355,7 @@ def prepare(spec: RunSpec, dataset: Dataset) -> Trainer:
     if cfg.drop_last or n_train % batch_size == 1:
         n_train -= n_train % batch_size
     steps_per_epoch = -(-n_train // batch_size)
-    optimizer = make_optimizer(cfg, model.parameters())
+    optimizer = make_optimizer(cfg, model)
     return Trainer(
         spec=spec,
         cfg=cfg,

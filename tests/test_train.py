@@ -240,3 +240,21 @@ def test_output_alphabet_sets_the_number_of_classes():
         prepare(spec, letters)
     with pytest.raises(ValueError, match="alphabet='greek' is out of range"):
         make_spec("crnn", dataset, {"alphabet": "greek"})
+
+
+def test_fastai_weight_decay_leaves_norm_layers_and_biases_undecayed():
+    from bench.spec import make_spec
+    from bench.train import prepare
+
+    dataset = load_dataset(TINY)
+    tiny = {"backbone": "test_resnet", "height": 32, "width": 96, "epochs": 1}
+    run = prepare(make_spec("multihead", dataset, tiny), dataset)
+    decayed, exempt = run.optimizer.param_groups
+    assert decayed["weight_decay"] == 0.01 and exempt["weight_decay"] == 0.0
+    norms = [m for m in run.model.modules() if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d)]
+    exempt_ids = {id(p) for p in exempt["params"]}
+    assert norms and all(id(m.weight) in exempt_ids for m in norms)
+    assert all(p.ndim > 1 for p in decayed["params"])  # conv and linear weights only
+    assert len(decayed["params"]) + len(exempt["params"]) == len(list(run.model.parameters()))
+    everything = prepare(make_spec("multihead", dataset, {**tiny, "wd_bn_bias": True}), dataset)
+    assert len(everything.optimizer.param_groups) == 1

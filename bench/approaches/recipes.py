@@ -13,6 +13,7 @@ SOURCE_000_TRAINING = dict(
     optimizer="adamw",
     lr=3e-3,
     weight_decay=0.01,
+    wd_bn_bias=False,  # fastai's Learner leaves norm layers and biases undecayed
     batch_size=8,
     drop_last=True,
     epochs=60,
