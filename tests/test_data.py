@@ -1,6 +1,7 @@
 import csv
 import io
 import itertools
+import math
 import shutil
 import stat
 import warnings
@@ -334,3 +335,26 @@ def test_source_001_decoding_order_resizes_before_converting():
     assert TrainConfig.from_hparams(get_approach("crnn").defaults).decode == "resize-convert"
     with pytest.raises(ValueError, match="decode='other' is out of range"):
         get_approach("crnn").resolve({"decode": "other"})
+
+
+def test_augmentation_follows_fastais_laws():
+    """Brightness shifts each image in logit space, contrast scales it; nothing else moves."""
+    from bench.data import Augment
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 8, 16).clamp(0.05, 0.95)
+    assert torch.equal(Augment()(x, generator), x)
+
+    def logit_change(augment, op):
+        out = augment(x, generator)
+        return op(torch.logit(out, 1e-7), torch.logit(x, 1e-7)).flatten(1)
+
+    shift = logit_change(Augment(brightness=0.5, p_lighting=1.0), torch.sub)
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-3)
+    assert shift[:, 0].abs().min() > 0 and shift[:, 0].abs().max() < math.log(3) + 1e-3
+    scale = logit_change(Augment(contrast=0.5, p_lighting=1.0), torch.div)
+    assert torch.allclose(scale, scale[:, :1].expand_as(scale), atol=1e-3)
+    assert scale.min() >= 0.5 - 1e-3 and scale.max() <= 2 + 1e-3
+    flipped = Augment(rotate=180.0, p_rotate=1.0)
+    angle_one = flipped(torch.arange(8.0).view(1, 1, 2, 4) / 8, torch.Generator().manual_seed(1))
+    assert angle_one.shape == (1, 1, 2, 4) and 0 <= angle_one.min() <= angle_one.max() <= 1

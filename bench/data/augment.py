@@ -43,7 +43,7 @@ class Augment:
             angle = uniform(-self.rotate, self.rotate) * math.pi / 180 * coin(self.p_rotate)
             x = rotate(x, angle)
         if self.brightness or self.contrast:
-            eps = 1e-6
+            eps = 1e-7  # fastai's clamp
             logits = torch.logit(x.clamp(eps, 1 - eps))
             scale = torch.ones(n, device=x.device)
             shift = torch.zeros(n, device=x.device)
@@ -53,7 +53,8 @@ class Augment:
             if self.brightness:
                 change = uniform(0.5 * (1 - self.brightness), 0.5 * (1 + self.brightness))
                 shift = torch.where(coin(self.p_lighting), torch.logit(change), shift)
-            x = torch.sigmoid(logits * scale.view(-1, 1, 1, 1) + shift.view(-1, 1, 1, 1))
+            # fastai: brightness adds in logit space, contrast then scales: sigmoid(c * (l + b))
+            x = torch.sigmoid(scale.view(-1, 1, 1, 1) * (logits + shift.view(-1, 1, 1, 1)))
         return x
 
 
@@ -68,5 +69,5 @@ def rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
         ],
         1,
     ).to(x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)  # as fastai's affine warp
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
