@@ -106,3 +106,17 @@ def test_registering_twice_or_misplacing_keys_is_refused():
     )
     with pytest.raises(ValueError, match="misplaced"):
         register(bad)
+
+
+def test_source_000_models_start_as_fastai_builds_them():
+    from torch import nn
+
+    model, _ = create_model("multihead", num_classes=20, max_len=5, backbone="test_resnet")
+    body, head = model
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(m.bias is None for m in linears)  # a BN precedes each
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
+    assert norms and all(torch.all(m.bias == 1e-3) for m in norms)
+    conv = next(m for m in body.modules() if isinstance(m, nn.Conv2d))
+    fan_in = conv.weight[0].numel()
+    assert abs(conv.weight.std().item() - (2 / fan_in) ** 0.5) < 0.2 * (2 / fan_in) ** 0.5

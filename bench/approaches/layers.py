@@ -21,6 +21,21 @@ def timm_body(backbone: str, pretrained: bool, channels: int) -> nn.Module:
 
 
 @torch.no_grad()
+def fastai_init(module: nn.Module) -> nn.Module:
+    """fastai's initialisation: ``init_cnn`` (kaiming-normal, fan_in, on convolutions and linear
+    layers; biases 0) and its ``BatchNorm`` (bias 1e-3; the weights are left as they are, e.g.
+    timm's zero-initialised last norm of each residual block, fastai's ``BatchZero``)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear):
+            nn.init.kaiming_normal_(m.weight)
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            m.bias.fill_(1e-3)
+    return module
+
+
+@torch.no_grad()
 def output_shape(module: nn.Module, channels: int, height: int, width: int) -> torch.Size:
     """Shape of ``module``'s output for one image (the module is put back in its mode)."""
     was_training = module.training

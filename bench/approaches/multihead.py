@@ -5,7 +5,7 @@ from __future__ import annotations
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
-from bench.approaches.layers import Positions, timm_body
+from bench.approaches.layers import Positions, fastai_init, timm_body
 from bench.approaches.recipes import SOURCE_000_TRAINING
 from bench.approaches.registry import Approach, register
 
@@ -21,21 +21,25 @@ def build(
     pretrained: bool,
     dropout: float,
 ) -> nn.Module:
-    """timm body + fastai's head: concat pool, BN, dropout, Linear(2F, 512), ReLU, BN, dropout."""
+    """timm body + fastai's ``create_head``: concat pool, BN, dropout, Linear(2F, 512), ReLU, BN,
+    dropout, Linear(512, L*C); its linear layers have no bias (a BN precedes each), and the head,
+    like a body trained from scratch, gets fastai's initialisation."""
     body = timm_body(backbone, pretrained, channels)
+    if not pretrained:
+        fastai_init(body)  # xresnet's own init_cnn
     features = 2 * body.num_features
     head = nn.Sequential(
         SelectAdaptivePool2d(pool_type="catavgmax", flatten=True),
         nn.BatchNorm1d(features),
         nn.Dropout(dropout / 2),
-        nn.Linear(features, 512),
+        nn.Linear(features, 512, bias=False),
         nn.ReLU(inplace=True),
         nn.BatchNorm1d(512),
         nn.Dropout(dropout),
-        nn.Linear(512, max_len * num_classes),
+        nn.Linear(512, max_len * num_classes, bias=False),
         Positions(max_len),
     )
-    return nn.Sequential(body, head)
+    return nn.Sequential(body, fastai_init(head))
 
 
 def search_space(trial) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.approaches.layers import Positions, output_shape, timm_body
+from bench.approaches.layers import Positions, fastai_init, output_shape, timm_body
 from bench.approaches.recipes import SOURCE_000_TRAINING
 from bench.approaches.registry import Approach, register
 
@@ -21,8 +21,11 @@ def build(
     dropout: float,
     hidden: int,
 ) -> nn.Module:
-    """Flatten, ReLU, dropout, Linear(C*H*W, hidden), ReLU, BN, dropout, Linear(hidden, L*C)."""
+    """Flatten, ReLU, dropout, Linear(C*H*W, hidden), ReLU, BN, dropout, Linear(hidden, L*C): the
+    source's own ``nn.Sequential`` head (torch's default init) on ``create_body(xresnet34)``."""
     body = timm_body(backbone, pretrained, channels)
+    if not pretrained:
+        fastai_init(body)  # xresnet's own init_cnn
     flat = output_shape(body, channels, height, width)[1:].numel()  # 512 x 2 x 7 = 7168 at 50x200
     head = nn.Sequential(
         nn.Flatten(),
