@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from bench import metrics
 from bench.approaches import get_approach
+from bench.approaches.layers import reset_states
 from bench.codecs import Codec, make_codec
 from bench.data import Augment, Dataset, Split, TensorStore
 from bench.hparams import TrainConfig
@@ -476,6 +477,7 @@ def train(
     )
     for epoch in range(resumed, cfg.epochs):
         model.train()
+        reset_states(model)  # a carried recurrent state starts each epoch at zero
         started = time.perf_counter()
         perm = split.train[torch.randperm(len(split.train), generator=loop.order_rng)].to(dev)
         loss_sum = torch.zeros((), device=dev)

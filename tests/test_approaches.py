@@ -120,3 +120,29 @@ def test_source_000_models_start_as_fastai_builds_them():
     conv = next(m for m in body.modules() if isinstance(m, nn.Conv2d))
     fan_in = conv.weight[0].numel()
     assert abs(conv.weight.std().item() - (2 / fan_in) ** 0.5) < 0.2 * (2 / fan_in) ** 0.5
+
+
+def test_lstm_columns_carries_its_state_across_training_batches():
+    from bench.approaches.layers import reset_states
+
+    model, _ = create_model("lstm-columns", num_classes=11, max_len=4, height=8, hidden=16)
+    x = torch.rand(3, 1, 8, 20)
+    model.train()
+    torch.manual_seed(0)
+    first = model(x)
+    torch.manual_seed(0)
+    second = model(x)  # starts from the state the first batch left
+    assert not torch.allclose(first, second)
+    reset_states(model)
+    torch.manual_seed(0)
+    assert torch.allclose(model(x), first)
+    model.eval()
+    assert torch.allclose(model(x), model(x))  # evaluation starts from zeros every time
+    model.train()
+    assert model(torch.rand(2, 1, 8, 20)).shape == (2, 20, 11)  # another batch size: zeros
+    stateless, _ = create_model(
+        "lstm-columns", num_classes=11, max_len=4, height=8, hidden=16, carry_state=False
+    )
+    stateless.train()
+    stateless(x)
+    assert all(getattr(m, "state", None) is None for m in stateless.modules())

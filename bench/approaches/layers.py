@@ -54,7 +54,13 @@ class ToSequence(nn.Module):
 
 
 class Recurrent(nn.Module):
-    """A batch-first LSTM or GRU that returns only its output sequence."""
+    """A batch-first LSTM or GRU that returns only its output sequence.
+
+    With ``carry`` its final state is the next training batch's initial state (detached: no
+    gradient flows back across batches), as source 003's loop does; :func:`reset_states` clears
+    it (the trainer calls it at every epoch start), a batch of another size starts from zeros,
+    and evaluation always does.
+    """
 
     def __init__(
         self,
@@ -64,6 +70,7 @@ class Recurrent(nn.Module):
         layers: int = 1,
         bidirectional: bool = True,
         dropout: float = 0.0,
+        carry: bool = False,
     ):
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[kind]
@@ -76,9 +83,31 @@ class Recurrent(nn.Module):
             batch_first=True,
         )
         self.out_features = hidden * (2 if bidirectional else 1)
+        self.carry = carry
+        self.state = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rnn(x)[0]
+        if not (self.carry and self.training):
+            return self.rnn(x)[0]
+        state = self.state
+        if state is not None and state_batch(state) != x.shape[0]:
+            state = None
+        out, state = self.rnn(x, state)
+        self.state = (
+            tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        )
+        return out
+
+
+def state_batch(state: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+def reset_states(model: nn.Module) -> None:
+    """Forget the carried state of every :class:`Recurrent` in ``model``."""
+    for module in model.modules():
+        if isinstance(module, Recurrent):
+            module.state = None
 
 
 class SequenceHead(nn.Module):

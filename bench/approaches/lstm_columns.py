@@ -18,8 +18,13 @@ def build(
     hidden: int,
     layers: int,
     dropout: float,
+    carry_state: bool,
 ) -> nn.Module:
-    lstm = Recurrent("lstm", channels * height, hidden, layers=layers, bidirectional=False)
+    """Source 003's StackedLSTM; with ``carry_state`` the LSTM state passes from one training
+    batch to the next within an epoch (``h = tuple(each.data for each in h)``)."""
+    lstm = Recurrent(
+        "lstm", channels * height, hidden, layers=layers, bidirectional=False, carry=carry_state
+    )
     return SequenceHead(
         nn.Identity(), nn.Sequential(lstm, nn.Dropout(dropout), nn.Linear(hidden, num_classes))
     )
@@ -55,7 +60,7 @@ register(
             batch_size=64,
             epochs=30,
         ),
-        model=dict(hidden=512, layers=2, dropout=0.5),
+        model=dict(hidden=512, layers=2, dropout=0.5, carry_state=True),
         search_space=search_space,
     )
 )
