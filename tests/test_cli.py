@@ -124,7 +124,7 @@ def test_compare_tracks_tables_reports_and_resumes(tmp_path, mlflow_store, capsy
     ]
     assert main(argv) == 0
     table = (tmp_path / "out" / "results.csv").read_text().splitlines()
-    assert len(table) == 3 and table[0].startswith("approach,seed,epochs,test_seq_acc")
+    assert len(table) == 3 and table[0].startswith("approach,source,split,n_train,precision,seed")
     assert "2. Which differences are real" in (tmp_path / "out" / "index.html").read_text()
     client = mlflow.MlflowClient(mlflow_store)
     experiment = client.get_experiment_by_name("cmp").experiment_id
@@ -254,3 +254,30 @@ def test_ablation_table_pairs_by_seed_and_counts_discordant_images():
     assert (b.gained, b.lost) == (4, 0) and b.acc_diff == 0.5
     assert b.p == 0.125  # exact McNemar: 4 discordant pairs, all one way
     assert b.acc_diff_low <= 0.5 <= b.acc_diff_high <= 1
+
+
+def test_reproduction_summary_gives_intervals_source_figures_and_verdicts():
+    from bench.results import summary_lines
+
+    def record(approach, seed, correct, cer):
+        return {
+            "approach": approach,
+            "dataset": "captcha-v2",
+            "split": "source",
+            "seed": seed,
+            "test_seq_acc": sum(correct) / len(correct),
+            "test_cer": cer,
+            "predictions": [{"correct": c} for c in correct],
+        }
+
+    records = [
+        record("crnn", 0, [1] * 99 + [0], 0.002),
+        record("crnn", 1, [1] * 98 + [0] * 2, 0.004),
+        record("multihead", 0, [1] * 95 + [0] * 5, 0.01),
+        record("poolfree", 0, [1] * 80 + [0] * 20, 0.05),
+    ]
+    rows = {line.split(" | ")[0].strip("| "): line for line in summary_lines(records)[2:]}
+    assert "| 2 | 98.50% (" in rows["crnn"] and rows["crnn"].endswith("| reproduced |")
+    assert "CER 0.24% of 250 (" in rows["crnn"]
+    assert rows["multihead"].endswith("| inside the source's interval |")  # 95% in 91.9-99.0%
+    assert rows["poolfree"].endswith("| below |")
