@@ -30,7 +30,7 @@ worker: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check bench tests
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -rs --durations=15
 
 ui: $(VENV)/.installed
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1

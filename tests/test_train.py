@@ -142,7 +142,7 @@ def test_short_training_learns_a_small_synthetic_set():
             "backbone": "test_resnet",
             "height": 32,
             "width": 96,
-            "epochs": 12,
+            "epochs": 15,
             "batch_size": 32,
             "lr": 5e-3,
             "dropout": 0.1,
