@@ -128,15 +128,19 @@ def write_table(out: Path) -> pd.DataFrame:
     frame = pd.DataFrame(records).reindex(columns=TABLE_COLUMNS)
     frame["n_train"] = frame.n_train.astype("Int64")  # records before it was kept have none
     frame.to_csv(out / "results.csv", index=False)
-    shown = frame.assign(
-        test_seq_acc=frame.test_seq_acc.map("{:.2%}".format),
-        test_char_acc=frame.test_char_acc.map("{:.2%}".format),
-        test_cer=frame.test_cer.map("{:.2%}".format),
-        params=(frame.params / 1e6).map("{:.2f}M".format),
-        flops=(frame.flops / 1e9).map("{:.2f}G".format),
-        train_seconds=frame.train_seconds.map("{:.0f}".format),
-        img_per_s=frame.img_per_s.map("{:.1f}".format),
-    ).fillna("-")
+    shown = (
+        frame.assign(
+            test_seq_acc=frame.test_seq_acc.map("{:.2%}".format),
+            test_char_acc=frame.test_char_acc.map("{:.2%}".format),
+            test_cer=frame.test_cer.map("{:.2%}".format),
+            params=(frame.params / 1e6).map("{:.2f}M".format),
+            flops=(frame.flops / 1e9).map("{:.2f}G".format),
+            train_seconds=frame.train_seconds.map("{:.0f}".format),
+            img_per_s=frame.img_per_s.map("{:.1f}".format),
+        )
+        .astype(object)
+        .fillna("-")
+    )
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in shown.itertuples(index=False)]
     summary = summary_lines(records)
@@ -165,6 +169,7 @@ TARGETS = {
     ("lstm-columns", "synthetic:digits4"): ("test_seq_acc", 0.95),
 }
 NAMES = {"test_seq_acc": "seq acc", "test_cer": "CER"}
+MIN_SEEDS = 3  # a verdict stands on this many training seeds
 
 
 def summary_lines(records: list[dict[str, Any]]) -> list[str]:
@@ -206,6 +211,10 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
             met = means[metric] >= target if higher else means[metric] <= target
             inside = source_ci and source_ci[1].low <= means[source_ci[0]] <= source_ci[1].high
             verdict = "reproduced" if met else "inside the source's interval" if inside else "below"
+            if len(group) < MIN_SEEDS:
+                verdict += (
+                    f" ({len(group)} seed{'s' if len(group) > 1 else ''}; {MIN_SEEDS} needed)"
+                )
         lines.append(
             f"| {approach} | {dataset} | {split} | {len(group)} | {shown} | "
             f"{means['test_cer']:.2%} | {source} | {goal} | {verdict} |"
