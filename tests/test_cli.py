@@ -223,7 +223,7 @@ def test_ablate_pairs_variants_on_the_same_split_and_seeds(tmp_path, capsys):
         "--quiet",
     ]
     assert main(argv) == 0
-    assert "| lr | seeds | test seq acc" in capsys.readouterr().out
+    assert "| lr | seeds | test seq acc (95% CI) | per seed |" in capsys.readouterr().out
     table = pd.read_csv(out / "ablation.csv")
     assert list(table.lr) == [0.0001, 0.01] and list(table.seeds) == [2, 2]
     assert table.acc_diff[0] == 0 and pd.isna(table.p[0])
@@ -243,7 +243,8 @@ def test_ablation_table_pairs_by_seed_and_counts_discordant_images():
 
     def record(seed, correct):
         predictions = [{"file": f"{i}.png", "correct": c} for i, c in enumerate(correct)]
-        return {"seed": seed, "test_cer": 0.1, "predictions": predictions}
+        accuracy = sum(correct) / len(correct)
+        return {"seed": seed, "test_seq_acc": accuracy, "test_cer": 0.1, "predictions": predictions}
 
     records = {
         "a": [record(0, [1, 1, 0, 0]), record(1, [1, 0, 0, 0])],
