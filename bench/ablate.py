@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pandas as pd
 
 from bench.data import Dataset
 from bench.report.stats import bootstrap_mean, holm, mcnemar_exact
-from bench.results import result_path, train_and_record
+from bench.results import train_and_record
 from bench.spec import RunSpec
 
 
@@ -35,8 +36,9 @@ def run_ablation(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Train every (value, spec) not trained yet, then tabulate (see :func:`ablation_table`)."""
+    records: dict[Any, list[dict[str, Any]]] = {}
     for value, spec in specs:
-        train_and_record(
+        path = train_and_record(
             spec,
             dataset,
             variant_folder(out, key, value),
@@ -44,27 +46,11 @@ def run_ablation(
             suite=f"ablate {key}",
             progress=progress,
         )
-    values = list(dict.fromkeys(value for value, _ in specs))
-    records = {
-        value: [
-            json.loads(
-                result_path(
-                    variant_folder(out, key, value), s.approach, s.dataset, s.seed
-                ).read_text()
-            )
-            for v, s in specs
-            if v == value
-        ]
-        for value in values
-    }
+        records.setdefault(value, []).append(json.loads(path.read_text()))
     table = ablation_table(key, records)
     table.to_csv(out / "ablation.csv", index=False)
     (out / "ablation.md").write_text(markdown(table))
     return table
-
-
-def seed_of(record: dict[str, Any]) -> int:
-    return record["seed"]
 
 
 def correct_by_file(record: dict[str, Any]) -> pd.Series:
@@ -98,7 +84,8 @@ def ablation_table(key: str, records: dict[Any, list[dict[str, Any]]]) -> pd.Dat
                 "acc_high": high,
                 "test_cer": float(np.mean([r["test_cer"] for r in records[value]])),
                 "per_seed": " ".join(
-                    f"{r['test_seq_acc']:.1%}" for r in sorted(records[value], key=seed_of)
+                    f"{r['test_seq_acc']:.1%}"
+                    for r in sorted(records[value], key=itemgetter("seed"))
                 ),
                 "acc_diff": diff,
                 "acc_diff_low": d_low,

@@ -17,7 +17,7 @@ from bench.codecs import LabelError
 from bench.config import cache_dir
 from bench.data import DataError, load_dataset
 from bench.report.data import ReportError
-from bench.spec import PRECISIONS, make_spec, resolve_device
+from bench.spec import DEVICES, PRECISIONS, make_spec, resolve_device
 from bench.train import NonFiniteLossError
 
 # errors caused by what the user asked for: printed as one line, not a traceback
@@ -316,7 +316,7 @@ def add_training_options(p: argparse.ArgumentParser, set_help: str) -> None:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Device, precision and compilation: part of every run's spec."""
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument(
         "--precision",
         default="auto",

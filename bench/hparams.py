@@ -104,7 +104,11 @@ class TrainConfig:
             ("mean", len(self.mean) in (1, self.channels), f"1 or {self.channels} values"),
             ("std", len(self.std) in (1, self.channels) and min(self.std) > 0, "positive"),
             ("max_len", self.max_len >= 0, ">= 0 (0: the longest label)"),
-            ("alphabet", self.alphabet in ("dataset", *ALPHABETS), "dataset | alnum | digits"),
+            (
+                "alphabet",
+                self.alphabet in ("dataset", *ALPHABETS),
+                " | ".join(("dataset", *ALPHABETS)),
+            ),
             ("split", self.split in SPLITS, " | ".join(SPLITS)),
             ("holdout", 0 < self.holdout < 1, "in (0, 1)"),
             ("decode", self.decode in DECODE_ORDERS, " | ".join(DECODE_ORDERS)),

@@ -18,6 +18,7 @@ from typing import Any
 from bench.approaches import get_approach
 from bench.hparams import TrainConfig
 
+DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 # the modules whose code decides what every run computes (an approach's own module is added)
 RUN_MODULES = (
@@ -102,8 +103,8 @@ def make_spec(
 def resolve_device(device: str = "auto") -> str:
     import torch
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device={device!r}: use auto, cpu or cuda")
+    if device not in DEVICES:
+        raise ValueError(f"device={device!r}: use {', '.join(DEVICES)}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():

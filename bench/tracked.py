@@ -12,13 +12,12 @@ import torch
 from mlflow.models import infer_signature
 
 from bench.data import Dataset
-from bench.hparams import TrainConfig
 from bench.metrics import confusion_frame
 from bench.plots import confusion_figure, misread_gallery
 from bench.recognizer import Recognizer, recognizer_metadata
 from bench.spec import RunSpec
 from bench.tracking import environment, log_figure, log_params, mlflow_run
-from bench.train import TrainResult, train
+from bench.train import TrainResult, run_data, train
 
 
 class EpochLogger:
@@ -61,7 +60,7 @@ def log_result(
     predictions = pd.DataFrame(result.predictions)
     mlflow.log_text(predictions.to_csv(index=False), "predictions.csv")
     hp = result.hparams
-    store = dataset.store(*TrainConfig.from_hparams(hp).image_size)
+    store = dataset.store(*result.spec.cfg.image_size)
     if store.skipped:
         mlflow.log_text("\n".join(f"{f}: {why}" for f, why in store.skipped), "skipped.txt")
     log_figure(misread_gallery(predictions, store, split), "misread.png")
@@ -107,9 +106,7 @@ def train_tracked(
 ) -> tuple[TrainResult, str]:
     """:func:`bench.train.train` inside an MLflow run (see :func:`~bench.tracking.mlflow_run` for
     how it ends); returns the result and the run id."""
-    cfg = spec.cfg
-    store = dataset.store(*cfg.image_size)
-    data = dataset.describe(store, dataset.split(store, cfg.split_holdout))
+    _, _, data = run_data(spec, dataset)
     run_tags = {
         "approach": spec.approach,
         "source": spec.source,

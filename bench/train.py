@@ -326,6 +326,14 @@ class Trainer:
         }
 
 
+def run_data(spec: RunSpec, dataset: Dataset) -> tuple[TensorStore, Split, dict[str, Any]]:
+    """The decoded store and split a spec trains on, and their description (logged params)."""
+    cfg = spec.cfg
+    store = dataset.store(*cfg.image_size)
+    split = dataset.split(store, cfg.split_holdout)
+    return store, split, dataset.describe(store, split)
+
+
 def prepare(spec: RunSpec, dataset: Dataset) -> Trainer:
     """Data store on the device, codec, model (channels_last on CUDA; compiled for training
     steps with ``spec.compile``), optimizer, schedule and batching arithmetic."""
@@ -334,8 +342,7 @@ def prepare(spec: RunSpec, dataset: Dataset) -> Trainer:
     approach = get_approach(spec.approach)
     cfg = spec.cfg
     dev = torch.device(spec.device)
-    store = dataset.store(*cfg.image_size)
-    split = dataset.split(store, cfg.split_holdout)
+    store, split, data = run_data(spec, dataset)
     max_len = cfg.max_len or dataset.source.max_len
     codec = make_codec(
         approach.codec,
@@ -363,7 +370,7 @@ def prepare(spec: RunSpec, dataset: Dataset) -> Trainer:
         device=dev,
         store=store,
         split=split,
-        data=dataset.describe(store, split),
+        data=data,
         codec=codec,
         targets=codec.encode(store.labels).to(dev),
         model=model,
