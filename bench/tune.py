@@ -355,7 +355,8 @@ def work(
         raise
     finally:
         bar.close()
-        summarize_parent(study, parent, status or "RUNNING")
+        with StorageLock(cfg.storage):  # workers finishing together would insert the same tags
+            summarize_parent(study, parent, status or "RUNNING")
     return sum(map(counted, study.get_trials(deepcopy=False))) >= cfg.trials
 
 
