@@ -7,6 +7,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from bench.codecs import LabelError
 from bench.config import cache_dir
 from bench.data import DataError, load_dataset
 from bench.report.data import ReportError
-from bench.spec import DEVICES, PRECISIONS, make_spec, resolve_device
+from bench.spec import DEVICES, GRAPHS, PRECISIONS, RunOptions, make_spec, resolve_device
 from bench.train import NonFiniteLossError
 
 # errors caused by what the user asked for: printed as one line, not a traceback
@@ -72,9 +73,7 @@ def spec_from(args: argparse.Namespace, approach: str, dataset: Any, overrides: 
         dataset,
         overrides,
         seed=seed,
-        device=args.device,
-        precision=args.precision,
-        compile=args.compile,
+        options=run_options(args),
     )
 
 
@@ -190,7 +189,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     overrides = overrides_from(args, args.approach)
     resolve_device(args.device)  # no CUDA: an error before any trial
-    load_dataset(args.dataset, data_dir=args.data_dir)  # a missing dataset stops before any trial
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir)  # missing: stop before any trial
     cfg = TuneConfig(
         approach=args.approach,
         dataset=args.dataset,
@@ -203,15 +202,16 @@ def cmd_tune(args: argparse.Namespace) -> None:
         sampler=args.sampler,
         overrides=overrides,
         seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        compile=args.compile,
+        run=run_options(args),
         data_dir=str(args.data_dir) if args.data_dir else None,
         split_seed=args.split_seed,
         experiment=args.experiment,
         progress=not args.quiet,
     )
-    report = study_report(tune(cfg, workers=args.workers))
+    workers, gpus = workers_from(
+        args, lambda: [(spec_from(args, args.approach, dataset, overrides, args.seed), dataset)]
+    )
+    report = study_report(tune(cfg, workers, gpus))
     for key, value in report.items():
         print(f"{key:12}  {value}")
 
@@ -225,15 +225,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # no CUDA: an error before any work
     storage = storage_url(args.storage)
     print(f"suite {suite.name} ({suite.path}): {suite.description}", flush=True)
+
+    def probes() -> list[tuple[Any, Any]]:
+        pairs = []
+        for name, approach in suite.pairs:
+            dataset = load_dataset(name, data_dir=args.data_dir, split_seed=suite.split_seed)
+            pairs.append(
+                (spec_from(args, approach, dataset, suite.final_overrides({}), 0), dataset)
+            )
+        return pairs
+
+    workers, gpus = workers_from(args, probes)
     outcome = run_suite(
         suite,
         storage,
-        device=args.device,
         data_dir=str(args.data_dir) if args.data_dir else None,
         quiet=args.quiet,
-        workers=args.workers,
-        precision=args.precision,
-        compile=args.compile,
+        workers=workers,
+        gpus=gpus,
+        run=run_options(args),
     )
     out = args.out or Path("reports") / suite.name / "index.html"
     try:
@@ -245,6 +255,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     for failure in outcome.failures:
         print(f"FAILED {failure}", file=sys.stderr)
     return 1 if outcome.failures else 0
+
+
+def workers_from(
+    args: argparse.Namespace, probes: Callable[[], list[tuple[Any, Any]]]
+) -> tuple[int, list[str]]:
+    """``--workers``: a count (spread over the visible GPUs on CUDA), or ``auto``: measured on
+    CUDA from free memory and the peak of a few training steps of each (spec, dataset) of
+    ``probes``; one process on CPU."""
+    from bench.study import auto_workers, visible_gpus
+
+    cuda = resolve_device(args.device) == "cuda"
+    if args.workers != "auto":
+        gpus = visible_gpus() if cuda else []
+        return args.workers, [gpus[i % len(gpus)] for i in range(args.workers)] if gpus else []
+    if not cuda:
+        return auto_workers(None)
+    from bench.perf import step_memory_mb
+
+    return auto_workers(max(step_memory_mb(spec, dataset) for spec, dataset in probes()))
 
 
 def cmd_perf(args: argparse.Namespace) -> None:
@@ -314,8 +343,21 @@ def add_training_options(p: argparse.ArgumentParser, set_help: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def run_options(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(args.device, args.precision, args.compile, args.graphs)
+
+
+def workers_arg(value: str) -> int | str:
+    from bench.study import parse_workers
+
+    try:
+        return parse_workers(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Device, precision and compilation: part of every run's spec."""
+    """Device, precision, compilation and CUDA graphs: part of every run's spec."""
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument(
         "--precision",
@@ -328,6 +370,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         default=os.environ.get("BENCH_COMPILE", "") not in ("", "0"),
         help="torch.compile the model for training steps (default: $BENCH_COMPILE)",
+    )
+    p.add_argument(
+        "--graphs",
+        default="auto",
+        choices=GRAPHS,
+        help="capture the training step as CUDA graphs (default auto: on CUDA where the run "
+        "allows; the CPU path never captures)",
     )
 
 
@@ -432,7 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
-    p.add_argument("--workers", type=int, default=1, help="processes working on the study")
+    p.add_argument(
+        "--workers",
+        type=workers_arg,
+        default=1,
+        help="processes working on the study, or auto (CUDA: as many per GPU as fit, up to 8)",
+    )
     p.add_argument("--seed", type=int, default=0, help="training seed of the trials")
     p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
     p.set_defaults(func=cmd_tune)
@@ -461,10 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar (log lines only)")
     p.add_argument(
         "--workers",
-        type=int,
+        type=workers_arg,
         default=1,
-        help="worker processes on this machine (this one included); more machines: start "
-        "the same command there with the same --storage and MLFLOW_TRACKING_URI",
+        help="worker processes on this machine (this one included), or auto (CUDA: as many "
+        "per GPU as fit, up to 8); more machines: start the same command there with the same "
+        "--storage and MLFLOW_TRACKING_URI",
     )
     p.set_defaults(func=cmd_run)
 

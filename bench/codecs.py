@@ -72,7 +72,10 @@ class Codec:
     def to_string(self, indices: Sequence[int]) -> str:
         return "".join(self.charset[i - 1] for i in indices if i > 0)
 
-    def loss(self, logits: torch.Tensor, targets: Targets) -> torch.Tensor:
+    def loss(
+        self, logits: torch.Tensor, targets: Targets, graph_safe: bool = False
+    ) -> torch.Tensor:
+        """Mean loss; ``graph_safe`` asks for an implementation that CUDA graphs can capture."""
         raise NotImplementedError
 
     def decode(self, logits: torch.Tensor) -> list[str]:
@@ -88,7 +91,9 @@ class CECodec(Codec):
         super().__init__(charset, max_len)
         self.label_smoothing = label_smoothing
 
-    def loss(self, logits: torch.Tensor, targets: Targets) -> torch.Tensor:
+    def loss(
+        self, logits: torch.Tensor, targets: Targets, graph_safe: bool = False
+    ) -> torch.Tensor:
         if logits.shape[1] != self.max_len:
             raise ValueError(
                 f"CE head emits {logits.shape[1]} positions, codec expects {self.max_len}"
@@ -123,8 +128,12 @@ class CTCCodec(Codec):
         self.beam_width = beam_width
         self.emission_threshold = emission_threshold
 
-    def loss(self, logits: torch.Tensor, targets: Targets) -> torch.Tensor:
+    def loss(
+        self, logits: torch.Tensor, targets: Targets, graph_safe: bool = False
+    ) -> torch.Tensor:
         log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, N, C)
+        if graph_safe:
+            return ctc_loss_dense(log_probs, targets.indices, targets.lengths)
         steps = torch.full((logits.shape[0],), logits.shape[1], dtype=torch.long)
         return F.ctc_loss(
             log_probs, targets.indices, steps, targets.lengths, blank=0, zero_infinity=True
@@ -138,6 +147,40 @@ class CTCCodec(Codec):
             self.to_string(beam_search_ctc(lp, self.beam_width, self.emission_threshold)[0])
             for lp in log_probs
         ]
+
+
+NEG = -1e30  # a finite "log 0": logsumexp's gradient is NaN where every input is -inf
+
+
+def ctc_loss_dense(
+    log_probs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """``F.ctc_loss(log_probs, targets, T, lengths, blank=0, zero_infinity=True)`` for inputs that
+    all span the ``T`` steps of ``log_probs`` ``(T, N, C)``, in tensor ops only.
+
+    torch's CTC kernels read the lengths on the host (a device-to-host copy, then a host-to-device
+    copy of offsets), which a CUDA graph cannot capture; this forward recursion over the
+    blank-extended labels (``2S + 1`` states) runs on the device end to end and autograd gives its
+    gradient. ``targets`` ``(N, S)`` are padded with 0 beyond each ``lengths`` entry.
+    """
+    steps, n, _ = log_probs.shape
+    ext = targets.new_zeros(n, 2 * targets.shape[1] + 1)
+    ext[:, 1::2] = targets  # blank, c1, blank, c2, ..., blank
+    emit = log_probs.gather(2, ext.unsqueeze(0).expand(steps, -1, -1))  # (T, N, 2S + 1)
+    # a state may skip the blank before it unless it repeats the character two states back
+    skip = torch.zeros_like(ext, dtype=torch.bool)
+    skip[:, 2:] = (ext[:, 2:] != 0) & (ext[:, 2:] != ext[:, :-2])
+    alpha = torch.cat([emit[0, :, :2], emit.new_full((n, ext.shape[1] - 2), NEG)], 1)
+    for t in range(1, steps):
+        stay = alpha
+        advance = F.pad(alpha[:, :-1], (1, 0), value=NEG)
+        jump = F.pad(alpha[:, :-2], (2, 0), value=NEG).masked_fill(~skip, NEG)
+        alpha = torch.logsumexp(torch.stack([stay, advance, jump]), 0) + emit[t]
+    last = 2 * lengths.unsqueeze(1)  # the final blank, and the last character before it
+    ends = torch.cat([alpha.gather(1, last), alpha.gather(1, last - 1)], 1)
+    loss = -torch.logsumexp(ends, 1)
+    loss = torch.where(loss < -NEG / 2, loss, torch.zeros_like(loss))  # zero_infinity
+    return (loss / lengths.clamp(min=1)).mean()
 
 
 def greedy_ctc(logits: torch.Tensor) -> list[list[int]]:

@@ -212,6 +212,21 @@ def measure(
     }
 
 
+def step_memory_mb(spec: RunSpec, dataset: Dataset, steps: int = 3) -> float:
+    """Peak CUDA memory of a few training steps of ``spec`` (its data store included): what one
+    more worker process needs besides its CUDA context."""
+    dev = torch.device(spec.device)
+    torch.cuda.reset_peak_memory_stats(dev)
+    run = prepare(spec, dataset)
+    idx = run.split.train[: run.batch_size].to(dev)
+    for _ in range(steps):
+        run.train_step(idx)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    del run
+    torch.cuda.empty_cache()
+    return peak
+
+
 def perf(
     specs: list[RunSpec],
     dataset: Dataset,

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import importlib
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from bench.hparams import TrainConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+GRAPHS = ("auto", "on", "off")
 # the modules whose code decides what every run computes (an approach's own module is added)
 RUN_MODULES = (
     "bench.approaches.layers",
@@ -27,9 +29,22 @@ RUN_MODULES = (
     "bench.codecs",
     "bench.data.augment",
     "bench.data.store",
+    "bench.graphs",
     "bench.hparams",
     "bench.train",
 )
+_said: set[str] = set()  # reasons for training eagerly already printed
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (as the command line or a suite asks; resolved into the spec by
+    :func:`make_spec`): device, autocast precision, ``torch.compile``, CUDA graphs."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    graphs: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ class RunSpec:
     device: str
     precision: str
     compile: bool = False
+    graphs: bool = False  # the training step is captured as CUDA graphs (bench.graphs)
     skip_bad: bool = False
     code: str = ""  # digest of the code that defines the run (see code_digest)
 
@@ -77,14 +93,13 @@ def make_spec(
     dataset: Any,
     overrides: Mapping[str, Any] | None = None,
     seed: int = 0,
-    device: str = "auto",
-    precision: str = "auto",
-    compile: bool = False,
+    options: RunOptions = RunOptions(),
 ) -> RunSpec:
     """Resolve and check a run: hyperparameters (unknown keys, types, ranges), device (``cuda``
-    without CUDA is an error), precision; ``dataset`` is a loaded :class:`~bench.data.Dataset`."""
+    without CUDA is an error), precision, graphs; ``dataset`` is a loaded
+    :class:`~bench.data.Dataset`."""
     hparams = get_approach(approach).resolve(overrides)
-    dev = resolve_device(device)
+    dev = resolve_device(options.device)
     return RunSpec(
         approach=approach,
         hparams=hparams,
@@ -93,8 +108,9 @@ def make_spec(
         split_seed=dataset.split_seed,
         seed=int(seed),
         device=dev,
-        precision=resolve_precision(precision, dev),
-        compile=bool(compile),
+        precision=resolve_precision(options.precision, dev),
+        compile=bool(options.compile),
+        graphs=resolve_graphs(options.graphs, dev, hparams, options.compile),
         skip_bad=dataset.skip_bad,
         code=code_digest(approach),
     )
@@ -119,6 +135,35 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision == "auto":
         return "bf16" if device == "cuda" else "fp32"
     return precision
+
+
+def graph_blocker(hparams: Mapping[str, Any], compile: bool) -> str | None:
+    """Why a run's step cannot be captured, or None."""
+    if hparams.get("carry_state"):
+        return "carry_state keeps the recurrent state in Python between batches"
+    if compile:
+        return "torch.compile manages its own graphs"
+    if hparams.get("optimizer") == "sgd" and hparams.get("schedule") == "onecycle":
+        return "the one-cycle schedule cycles SGD's momentum, a host float the graph would freeze"
+    return None
+
+
+def resolve_graphs(graphs: str, device: str, hparams: Mapping[str, Any], compile: bool) -> bool:
+    """``auto``: on for CUDA where the run can be captured; ``on`` without CUDA is an error; a run
+    that cannot be captured trains eagerly and says why, once."""
+    if graphs not in GRAPHS:
+        raise ValueError(f"graphs={graphs!r}: use {', '.join(GRAPHS)}")
+    if graphs == "on" and device != "cuda":
+        raise ValueError("graphs=on needs CUDA (the CPU path does not capture)")
+    if graphs == "off" or device != "cuda":
+        return False
+    blocker = graph_blocker(hparams, compile)
+    if blocker is not None:
+        if blocker not in _said:
+            _said.add(blocker)
+            print(f"graphs: training eagerly: {blocker}", file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 @functools.cache

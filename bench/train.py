@@ -34,6 +34,7 @@ from bench.approaches import get_approach
 from bench.approaches.layers import reset_states
 from bench.codecs import Codec, make_codec
 from bench.data import Augment, Dataset, Split, TensorStore
+from bench.graphs import StaticStep
 from bench.hparams import TrainConfig
 from bench.spec import RunSpec
 
@@ -253,6 +254,7 @@ class Trainer:
     batch_size: int
     n_train: int
     steps_per_epoch: int
+    static: StaticStep | None = None  # the captured step (spec.graphs), made by :func:`train`
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(
@@ -263,18 +265,26 @@ class Trainer:
         """Normalised images of store indices ``idx`` (on the device), augmented with ``train``."""
         return self.batcher(idx, train=train)
 
-    def step(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, idx: torch.Tensor, graph_safe: bool = False) -> torch.Tensor:
         """One optimisation step on images ``x`` of store indices ``idx`` (gradient clipping as
-        the config says); returns the detached loss. The schedule is stepped by the caller."""
+        the config says); returns the detached loss. The schedule is stepped by the caller.
+        ``graph_safe``: a loss that CUDA graphs can capture (see :mod:`bench.graphs`)."""
         with self.autocast():
             logits = self.step_model(x)
-        loss = self.codec.loss(logits, self.targets[idx])
+        loss = self.codec.loss(logits, self.targets[idx], graph_safe=graph_safe)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         return loss.detach()
+
+    def train_step(self, idx: torch.Tensor) -> torch.Tensor:
+        """The training step on store indices ``idx``: captured with ``spec.graphs``, else
+        eager (augmented batch, then :meth:`step`)."""
+        if self.static is not None:
+            return self.static(idx)
+        return self.step(self.batch(idx, train=True), idx)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -440,6 +450,10 @@ def step_schedule(run: Trainer, val_loss: float | None = None) -> None:
         schedule.step()
     elif val_loss is not None and isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
         schedule.step(val_loss)
+    else:
+        return
+    if run.static is not None:
+        run.static.refresh()  # the captured step reads the new values from device tensors
 
 
 def train(
@@ -473,6 +487,8 @@ def train(
                 flush=True,
             )
     resumed = len(loop.history)
+    if spec.graphs:
+        run.static = StaticStep(run, capture=True)
 
     bar = tqdm(
         total=cfg.epochs * run.steps_per_epoch,
@@ -489,7 +505,7 @@ def train(
         perm = split.train[torch.randperm(len(split.train), generator=loop.order_rng)].to(dev)
         loss_sum = torch.zeros((), device=dev)
         for idx in perm[: run.n_train].split(run.batch_size):
-            loss_sum += run.step(run.batch(idx, train=True), idx)
+            loss_sum += run.train_step(idx)
             step_schedule(run)
             bar.update()
         train_loss = loss_sum.item() / run.steps_per_epoch  # one host sync per epoch

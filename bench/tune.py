@@ -19,7 +19,7 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from bench.approaches import get_approach
 from bench.data import load_dataset
-from bench.spec import make_spec
+from bench.spec import RunOptions, make_spec
 from bench.study import (
     DEFAULT_STORAGE,
     POLL_S,
@@ -112,9 +112,7 @@ class TuneConfig:
     sampler: str = "tpe"
     overrides: dict[str, Any] = field(default_factory=dict)  # fixed for every trial (epochs...)
     seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
+    run: RunOptions = field(default_factory=RunOptions)
     data_dir: str | None = None
     split_seed: int = 0
     experiment: str | None = None
@@ -245,9 +243,7 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
             dataset,
             overrides,
             seed=cfg.seed,
-            device=cfg.device,
-            precision=cfg.precision,
-            compile=cfg.compile,
+            options=cfg.run,
         )
         try:
             result, _ = train_tracked(
@@ -365,12 +361,13 @@ def _work_in_process(cfg: TuneConfig) -> None:
         work(cfg, show_bar=False)
 
 
-def tune(cfg: TuneConfig, workers: int = 1) -> optuna.Study:
-    """Run ``workers`` processes on the study (this one included); return the study."""
+def tune(cfg: TuneConfig, workers: int = 1, gpus: Sequence[str] = ()) -> optuna.Study:
+    """Run ``workers`` processes on the study (this one included; ``gpus``: each one's CUDA
+    device, see :func:`~bench.study.worker_processes`); return the study."""
     if cfg.trials < 1 or workers < 1:
         raise ValueError("--trials and --workers must be at least 1")
     open_storage(cfg.storage)  # create the schema once, before workers race to do it
-    with worker_processes(_work_in_process, (cfg,), workers - 1):
+    with worker_processes(_work_in_process, (cfg,), workers - 1, gpus):
         work(cfg)
     return create_study(cfg)
 

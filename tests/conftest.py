@@ -123,20 +123,21 @@ def mlflow_server(backend_uri: str, artifacts: Path | None = None) -> Iterator[s
         server.wait(timeout=30)
 
 
-def fit(approach, dataset, overrides=None, seed=0, device="auto", **kwargs):
+def fit(approach, dataset, overrides=None, seed=0, device="auto", graphs="auto", **kwargs):
     """``bench.train.train`` of a spec made from an approach name and overrides."""
-    from bench.spec import make_spec
+    from bench.spec import RunOptions, make_spec
     from bench.train import train
 
+    options = RunOptions(device=device, graphs=graphs)
     return train(
-        make_spec(approach, dataset, overrides, seed=seed, device=device), dataset, **kwargs
+        make_spec(approach, dataset, overrides, seed=seed, options=options), dataset, **kwargs
     )
 
 
 def fit_tracked(approach, dataset, overrides=None, seed=0, device="auto", **kwargs):
     """``bench.tracked.train_tracked`` of a spec made from an approach name and overrides."""
-    from bench.spec import make_spec
+    from bench.spec import RunOptions, make_spec
     from bench.tracked import train_tracked
 
-    spec = make_spec(approach, dataset, overrides, seed=seed, device=device)
+    spec = make_spec(approach, dataset, overrides, seed=seed, options=RunOptions(device=device))
     return train_tracked(spec, dataset, **kwargs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from bench.config import cache_dir
 from bench.data import Dataset, load_dataset
-from bench.spec import make_spec
+from bench.spec import RunOptions, make_spec
 from bench.study import (
     POLL_S,
     StorageLock,
@@ -47,10 +47,8 @@ class Unit:
     dataset: str
     approach: str
     storage: str
-    device: str = "auto"
+    run: RunOptions = field(default_factory=RunOptions)
     data_dir: str | None = None
-    precision: str = "auto"
-    compile: bool = False
 
     @property
     def study(self) -> str:
@@ -67,9 +65,7 @@ class Unit:
             pruner=self.suite.pruner,
             sampler=self.suite.sampler,
             overrides=self.suite.tuning_overrides(),
-            device=self.device,
-            precision=self.precision,
-            compile=self.compile,
+            run=self.run,
             data_dir=self.data_dir,
             split_seed=self.suite.split_seed,
             experiment=self.suite.experiment,
@@ -158,9 +154,7 @@ def run_finals(
                     dataset(),
                     overrides,
                     seed=seed,
-                    device=unit.device,
-                    precision=unit.precision,
-                    compile=unit.compile,
+                    options=unit.run,
                 )
                 result, run_id = train_tracked(
                     spec,
@@ -273,12 +267,11 @@ class SuiteOutcome:
 def run_suite(
     suite: Suite,
     storage: str,
-    device: str = "auto",
+    run: RunOptions | None = None,
     data_dir: str | None = None,
     quiet: bool = False,
     workers: int = 1,
-    precision: str = "auto",
-    compile: bool = False,
+    gpus: Sequence[str] = (),
 ) -> SuiteOutcome:
     """Tune, then train the final seeds of every (dataset, approach); failures are collected,
     the rest goes on. Interrupting raises ``KeyboardInterrupt``; a re-run resumes. ``workers``
@@ -292,12 +285,12 @@ def run_suite(
         load_dataset(name, data_dir=data_dir, split_seed=suite.split_seed)
     open_storage(storage)  # create the schema once
     units = [
-        Unit(suite, dataset, approach, storage, device, data_dir, precision, compile)
+        Unit(suite, dataset, approach, storage, run or RunOptions(), data_dir)
         for dataset, approach in suite.pairs
     ]
     total, done = planned_work(units)
     threads = max(1, torch.get_num_threads() // workers)
-    with worker_processes(_worker, (units, threads), workers - 1):
+    with worker_processes(_worker, (units, threads), workers - 1, gpus):
         torch.set_num_threads(threads)
         progress = Progress(total, done, quiet)
         try:

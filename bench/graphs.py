@@ -1,0 +1,127 @@
+"""A static-shape training step that CUDA graphs capture whole.
+
+At small batches a training step is launch-bound: the GPU waits on Python and on hundreds of kernel
+launches. :class:`StaticStep` runs the trainer's step on fixed buffers (the batch's store indices
+are copied into a static index tensor; gathering, augmentation with the device generator,
+normalisation, forward, loss, backward, gradient clipping and the optimizer step all read device
+tensors), with the schedule's values held in device tensors that the host refreshes after each
+schedule step. With ``capture`` it warms up a few real steps on a side stream, captures one step per
+batch size (the full batch, and the last partial batch where the source's loader keeps it) and
+replays it; without, it runs the same static step eagerly, which is what the CPU tests compare with
+the plain step. Graphs change speed, not the recipe: same batches, same schedule, same augmentation.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from bench.train import Trainer
+
+WARMUP_STEPS = 3  # eager steps per batch size before capture (cuDNN autotuning, optimizer state)
+
+
+class DeviceHyperparameters:
+    """The optimizer's learning rate and betas as device tensors that a captured step reads.
+
+    Schedules write floats (one-cycle replaces ``betas`` with a new tuple) or fill tensors in
+    place; :meth:`refresh` copies whatever they wrote into the captured tensors and puts those back.
+    """
+
+    KEYS = ("lr", "betas")
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device):
+        self.optimizer = optimizer
+        self.tensors: list[dict[str, Any]] = []
+        for group in optimizer.param_groups:
+            held = {}
+            for key in self.KEYS:
+                if key in group:
+                    values = group[key] if key == "betas" else (group[key],)
+                    held[key] = tuple(
+                        torch.tensor(float(v), device=device, dtype=torch.float32) for v in values
+                    )
+            self.tensors.append(held)
+        self.refresh()
+
+    def refresh(self) -> None:
+        for group, held in zip(self.optimizer.param_groups, self.tensors, strict=True):
+            for key, tensors in held.items():
+                values = group[key] if key == "betas" else (group[key],)
+                for tensor, value in zip(tensors, values, strict=True):
+                    if value is not tensor:
+                        tensor.fill_(float(value))
+                group[key] = tensors if key == "betas" else tensors[0]
+
+
+class StaticStep:
+    """``step(idx) -> loss``: the trainer's training step on static buffers, captured per batch
+    size with ``capture`` (CUDA), else run eagerly on the same buffers."""
+
+    def __init__(self, run: Trainer, capture: bool):
+        self.run = run
+        self.capture = capture
+        self.buffers: dict[int, torch.Tensor] = {}
+        self.calls: dict[int, int] = {}
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        if capture:
+            for group in run.optimizer.param_groups:
+                if "capturable" in group:
+                    group["capturable"] = True
+            for state in run.optimizer.state.values():  # a resumed optimizer's step counters
+                if torch.is_tensor(state.get("step")):
+                    state["step"] = state["step"].to(run.device)
+        self.hyper = DeviceHyperparameters(run.optimizer, run.device)
+
+    def refresh(self) -> None:
+        """Call after every schedule step: the captured step reads the new values."""
+        self.hyper.refresh()
+
+    def _step(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.run.step(self.run.batch(idx, train=True), idx, graph_safe=True)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        size = len(idx)
+        if size not in self.buffers:
+            self.buffers[size] = torch.empty_like(idx)
+        buffer = self.buffers[size]
+        buffer.copy_(idx, non_blocking=True)
+        if not self.capture:
+            return self._step(buffer)
+        if size in self.graphs:
+            graph, loss = self.graphs[size]
+            graph.replay()
+            return loss.clone()
+        self.calls[size] = self.calls.get(size, 0) + 1
+        if self.calls[size] <= WARMUP_STEPS:
+            return self._warm_up(buffer)
+        return self._capture(size, buffer)
+
+    def _warm_up(self, buffer: torch.Tensor) -> torch.Tensor:
+        """A real step on a side stream, as capture needs (no stray work on the default stream)."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            loss = self._step(buffer)
+        torch.cuda.current_stream().wait_stream(side)
+        return loss
+
+    def _capture(self, size: int, buffer: torch.Tensor) -> torch.Tensor:
+        """Capture this step (capturing runs nothing), then replay it as this call's step; if the
+        step cannot be captured, train eagerly from here on and say why."""
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.run.batcher.generator)
+        try:
+            with torch.cuda.graph(graph):
+                loss = self._step(buffer)
+        except RuntimeError as err:
+            print(f"graphs: capture failed, training eagerly: {err}", file=sys.stderr, flush=True)
+            self.capture = False
+            self.run.optimizer.zero_grad(set_to_none=True)
+            return self._step(buffer)
+        self.graphs[size] = (graph, loss)
+        graph.replay()
+        return loss.clone()
