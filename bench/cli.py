@@ -284,7 +284,17 @@ def cmd_perf(args: argparse.Namespace) -> None:
         overrides["batch_size"] = args.batch_size
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
     specs = [spec_from(args, name, dataset, overrides, 0) for name in args.approach]
-    frame = perf(specs, dataset, args.steps, args.loader_workers)
+    concurrency = args.concurrency
+    if concurrency is None:  # the many-trials-per-GPU sweep; a CPU training uses every core
+        concurrency = [1, 2, 4, 8] if specs[0].device == "cuda" else []
+    frame = perf(
+        specs,
+        dataset,
+        args.steps,
+        args.loader_workers,
+        concurrency=tuple(concurrency),
+        data_dir=str(args.data_dir) if args.data_dir else None,
+    )
     shown = frame.drop(columns=["flops_per_image"]).round(3)
     print(shown.to_string(index=False))
     if args.out:
@@ -529,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per approach: train and eval img/s of the real pipeline and of pure "
         "compute (pipeline efficiency), the speed-up over a sources'-style PIL DataLoader loop, "
         "one epoch's wall time, single-image latency, peak memory and achieved FLOP/s against "
-        "a measured matrix-multiply peak.",
+        "a measured matrix-multiply peak; on CUDA also the step captured as CUDA graphs and "
+        "the aggregate img/s of 1, 2, 4 and 8 processes training at once.",
     )
     p.add_argument(
         "--approach", nargs="+", default=list_approaches(), help="approaches (default: all)"
@@ -539,6 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument(
         "--loader-workers", type=int, default=0, help="DataLoader workers of the sources' loop"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="*",
+        help="process counts training at once on the device: aggregate img/s columns "
+        "img_s_xN (default: 1 2 4 8 on CUDA, none on CPU)",
     )
     p.add_argument("--out", type=Path, help="write the table as .json or .csv")
     p.add_argument("--mlflow", action="store_true", help="log the figures to MLflow (perf)")

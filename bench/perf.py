@@ -5,11 +5,14 @@ store on the device, batches drawn by index, augmentation on the device, the mod
 with inputs pre-staged on the device (pure compute; pipeline efficiency = real / pure), a reference
 loop in the sources' style (a ``Dataset`` that opens, converts and resizes each image with PIL for
 every item, through a ``DataLoader``), one real epoch's wall time, single-image latency, peak
-memory, and achieved FLOP/s against a matrix-multiply peak measured on the same device.
+memory, and achieved FLOP/s against a matrix-multiply peak measured on the same device. On CUDA
+also the step captured as CUDA graphs (:mod:`bench.graphs`) against the eager one, and aggregate
+training throughput with 1, 2, 4, 8 processes on the device (the many-trials-per-GPU case).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import resource
 import statistics
 import time
@@ -22,9 +25,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from bench.data import Dataset
+from bench.data import Dataset, load_dataset
 from bench.data.store import MODES
-from bench.spec import RunSpec
+from bench.graphs import WARMUP_STEPS, StaticStep
+from bench.spec import RunSpec, graph_blocker
 from bench.train import EVAL_BATCH, Trainer, prepare, seed_everything
 
 TRAIN_FLOPS_FACTOR = 3  # backward costs about twice the forward pass
@@ -164,6 +168,17 @@ def measure(
         dev, steps, {"real": real_train, "pure": pure_train, "source_style": source_style}
     )
 
+    graph_s = float("nan")  # the same steps captured as CUDA graphs
+    if dev.type == "cuda" and graph_blocker(spec.hparams, spec.compile) is None:
+        run.static = StaticStep(run, capture=True)
+        graph_s = timed(
+            dev, steps, lambda i: run.train_step(batches[i % len(batches)]), WARMUP_STEPS + 1
+        )
+        if not run.static.graphs:  # the capture failed: it said why, and trained eagerly
+            graph_s = float("nan")
+    run.static = run.static if spec.graphs else None  # the epoch below runs as the spec trains
+    step_s = graph_s if spec.graphs else train_s["real"]
+
     eval_idx = run.split.test.to(dev)[: min(EVAL_BATCH, len(run.split.test))]
     staged_eval = run.batch(eval_idx)
     model.eval()
@@ -181,14 +196,14 @@ def measure(
     started = time.perf_counter()  # one real epoch: every training batch, then validation
     order = train_idx[torch.randperm(len(train_idx), generator=generator).to(dev)][: run.n_train]
     for idx in order.split(batch):
-        step(run.batch(idx, train=True), idx)
+        run.train_step(idx)
     run.evaluate(run.split.val)
     sync(dev)
     epoch_s = time.perf_counter() - started
 
     inference = run.measure_inference(run.split.test)
     train_img_s, eval_img_s = batch / train_s["real"], len(eval_idx) / eval_s["real"]
-    achieved = run.flops * TRAIN_FLOPS_FACTOR * train_img_s
+    achieved = run.flops * TRAIN_FLOPS_FACTOR * batch / step_s  # of the step the spec trains with
     return {
         "approach": spec.approach,
         "device": str(dev),
@@ -196,6 +211,9 @@ def measure(
         "train_img_s": train_img_s,
         "train_pure_img_s": batch / train_s["pure"],
         "train_efficiency": train_s["pure"] / train_s["real"],
+        "graphs": spec.graphs,
+        "graph_img_s": batch / graph_s,
+        "graph_speedup": train_s["real"] / graph_s,
         "eval_img_s": eval_img_s,
         "eval_pure_img_s": len(eval_idx) / eval_s["pure"],
         "eval_efficiency": eval_s["pure"] / eval_s["real"],
@@ -227,25 +245,70 @@ def step_memory_mb(spec: RunSpec, dataset: Dataset, steps: int = 3) -> float:
     return peak
 
 
+def _timed_worker(
+    spec: RunSpec, data_dir: str | None, steps: int, barrier: Any, results: Any
+) -> None:
+    """One of several processes training ``spec`` at once: img/s of ``steps`` steps, timed from a
+    barrier that all of them pass together."""
+    dataset = load_dataset(spec.dataset, data_dir=data_dir, split_seed=spec.split_seed)
+    seed_everything(0)
+    run = prepare(spec, dataset)
+    run.batcher.generator = torch.Generator(device=run.device).manual_seed(0)
+    if spec.graphs:
+        run.static = StaticStep(run, capture=True)
+    idx = run.split.train[: run.batch_size].to(run.device)
+    for _ in range(WARMUP_STEPS + 2):  # warm-up (and capture)
+        run.train_step(idx)
+    sync(run.device)
+    barrier.wait()
+    started = time.perf_counter()
+    for _ in range(steps):
+        run.train_step(idx)
+    sync(run.device)
+    results.put(steps * run.batch_size / (time.perf_counter() - started))
+
+
+def concurrent_img_s(spec: RunSpec, data_dir: str | None, processes: int, steps: int) -> float:
+    """Aggregate training img/s of ``processes`` processes training ``spec`` on one device."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes), context.Queue()
+    workers = [
+        context.Process(target=_timed_worker, args=(spec, data_dir, steps, barrier, results))
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    total = sum(results.get() for _ in workers)
+    for worker in workers:
+        worker.join()
+    return total
+
+
 def perf(
     specs: list[RunSpec],
     dataset: Dataset,
     steps: int = 10,
     loader_workers: int = 0,
     progress: Callable[[str], None] = print,
+    concurrency: tuple[int, ...] = (),
+    data_dir: str | None = None,
 ) -> pd.DataFrame:
-    """One row per spec (all on one device); the matrix-multiply peak is measured once, first."""
+    """One row per spec (all on one device); the matrix-multiply peak is measured once, first.
+    ``concurrency``: process counts for the aggregate-throughput sweep (columns ``img_s_xN``)."""
     peak = matmul_peak(torch.device(specs[0].device))
     rows = []
     for spec in specs:
         rows.append(measure(spec, dataset, steps, loader_workers, peak))
         row = rows[-1]
+        graphs = f", graphs {row['graph_speedup']:.1f}x" if row["graph_speedup"] > 0 else ""
         progress(
             f"{spec.approach}: train {row['train_img_s']:.1f} img/s (efficiency "
             f"{row['train_efficiency']:.2f}, {row['speedup_vs_source_style']:.1f}x the sources' "
-            "loop), "
-            f"epoch {row['epoch_s']:.1f} s"
+            f"loop{graphs}), epoch {row['epoch_s']:.1f} s"
         )
+        for count in concurrency:
+            row[f"img_s_x{count}"] = concurrent_img_s(spec, data_dir, count, 5 * steps)
+            progress(f"{spec.approach}: {count} processes: {row[f'img_s_x{count}']:.1f} img/s")
     return pd.DataFrame(rows)
 
 

@@ -30,7 +30,9 @@ COLUMNS = {
     "train_tflop_s",
     "peak_tflop_s",
     "share_of_peak",
+    "img_s_x2",  # two processes training at once (--concurrency 2)
 }
+CUDA_ONLY = {"graph_img_s", "graph_speedup"}  # the captured step: null on CPU
 
 
 def test_perf_on_cpu_for_two_small_approaches_writes_json(tmp_path, capsys):
@@ -58,13 +60,16 @@ def test_perf_on_cpu_for_two_small_approaches_writes_json(tmp_path, capsys):
             "--out",
             str(out),
             "--mlflow",
+            "--concurrency",
+            "2",
         ]
     )
     assert code == 0
     rows = json.loads(out.read_text())
     assert [r["approach"] for r in rows] == ["lstm-columns", "crnn-gru"]
     for row in rows:
-        assert set(row) == COLUMNS
+        assert set(row) == COLUMNS | CUDA_ONLY | {"graphs"}
+        assert row["graphs"] is False and all(row[key] is None for key in CUDA_ONLY)
         assert row["device"] == "cpu" and row["batch_size"] == 16
         for key in COLUMNS - {"approach", "device"}:
             assert isinstance(row[key], int | float) and math.isfinite(row[key]), key
