@@ -21,6 +21,8 @@ from bench.report.data import ReportError
 from bench.spec import DEVICES, GRAPHS, PRECISIONS, RunOptions, make_spec, resolve_device
 from bench.train import NonFiniteLossError
 
+ABLATIONS = Path("reports/ablations")  # the checked-in ablation tables
+
 # errors caused by what the user asked for: printed as one line, not a traceback
 USER_ERRORS = (DataError, LabelError, KeyError, ValueError, NonFiniteLossError, ReportError)
 
@@ -170,7 +172,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     from bench.report import build_report
 
     out = build_report(
-        args.out, experiments=args.experiment, suite=args.suite, optuna_storage=args.storage
+        args.out,
+        experiments=args.experiment,
+        suite=args.suite,
+        optuna_storage=args.storage,
+        ablations=args.ablations,
     )
     print(f"report written to {out}")
 
@@ -247,7 +253,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     out = args.out or Path("reports") / suite.name / "index.html"
     try:
-        build_report(out, experiments=[suite.experiment], suite=suite.name, optuna_storage=storage)
+        build_report(
+            out,
+            experiments=[suite.experiment],
+            suite=suite.name,
+            optuna_storage=storage,
+            ablations=ABLATIONS,
+        )
         print(summary_table(suite).to_string(index=False))
         print(f"report written to {out}")
     except ReportError as err:
@@ -586,6 +598,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage", help="Optuna storage of the studies (default: as each study recorded it)"
     )
     p.add_argument("--out", type=Path, default=Path("reports/latest/index.html"))
+    p.add_argument(
+        "--ablations",
+        type=Path,
+        default=ABLATIONS,
+        help=f"folder of `ablate` outputs for the 'What matters' section (default {ABLATIONS})",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

@@ -1,14 +1,15 @@
 """A static-shape training step that CUDA graphs capture whole.
 
 At small batches a training step is launch-bound: the GPU waits on Python and on hundreds of kernel
-launches. :class:`StaticStep` runs the trainer's step on fixed buffers (the batch's store indices
-are copied into a static index tensor; gathering, augmentation with the device generator,
-normalisation, forward, loss, backward, gradient clipping and the optimizer step all read device
-tensors), with the schedule's values held in device tensors that the host refreshes after each
-schedule step. With ``capture`` it warms up a few real steps on a side stream, captures one step per
-batch size (the full batch, and the last partial batch where the source's loader keeps it) and
-replays it; without, it runs the same static step eagerly, which is what the CPU tests compare with
-the plain step. Graphs change speed, not the recipe: same batches, same schedule, same augmentation.
+launches. :class:`StaticStep` runs the trainer's step on fixed buffers: the batch's store indices
+are copied into a static index tensor, and gathering, augmentation with the device generator,
+normalisation, forward, loss, backward, gradient clipping and the optimizer step (Adam, AdamW or
+Adadelta, made capturable) all read device tensors; the schedule's values live in device tensors
+that the host refreshes after each schedule step. With ``capture`` it warms up a few real steps
+on a side stream, captures one step per batch size (the full batch, and the last partial batch
+where the source's loader keeps it) and replays it; without, it runs the same static step
+eagerly, which is what the CPU tests compare with the plain step. Graphs change speed, not the
+recipe: same batches, same schedule, same augmentation.
 """
 
 from __future__ import annotations

@@ -257,8 +257,13 @@ class Trainer:
     static: StaticStep | None = None  # the captured step (spec.graphs), made by :func:`train`
 
     def autocast(self) -> torch.autocast:
+        """The spec's precision; no cast cache under CUDA graphs (a captured step must cast the
+        weights it reads at every replay, as torch's CUDA-graph notes ask)."""
         return torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.spec.precision == "bf16"
+            self.device.type,
+            dtype=torch.bfloat16,
+            enabled=self.spec.precision == "bf16",
+            cache_enabled=not self.spec.graphs,
         )
 
     def batch(self, idx: torch.Tensor, train: bool = False) -> torch.Tensor:

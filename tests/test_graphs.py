@@ -150,8 +150,10 @@ def test_graphs_are_on_only_for_cuda_runs_that_can_be_captured(capsys):
     assert resolve_graphs("auto", "cuda", {"carry_state": True}, False) is False
     assert resolve_graphs("on", "cuda", {"carry_state": True}, False) is False
     assert resolve_graphs("auto", "cuda", {}, True) is False  # torch.compile
+    assert resolve_graphs("auto", "cuda", {"optimizer": "sgd"}, False) is False
     err = capsys.readouterr().err
     assert err.count("carry_state") == 1 and "torch.compile" in err  # each reason said once
+    assert "SGD" in err
     with pytest.raises(ValueError, match="graphs=on needs CUDA"):
         resolve_graphs("on", "cpu", {}, False)
     with pytest.raises(ValueError, match="graphs='sometimes'"):

@@ -2,6 +2,7 @@ import math
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -42,6 +43,8 @@ TINY_CNN = {
     "brightness": 0.0,
     "contrast": 0.0,
 }
+
+ABLATIONS = Path(__file__).resolve().parents[1] / "reports" / "ablations"
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +112,9 @@ def store(tmp_path_factory, mlflow_template, bench_cache):
 def report(store, monkeypatch) -> str:
     uri, root = store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    out = build_report(root / "report" / "index.html", experiments=[HOSTILE_EXPERIMENT])
+    out = build_report(
+        root / "report" / "index.html", experiments=[HOSTILE_EXPERIMENT], ablations=ABLATIONS
+    )
     return out.read_text()
 
 
@@ -122,11 +127,20 @@ def test_every_section_is_present(report):
         "5. Tuning",
         "6. Error analysis",
         "7. Provenance",
+        "8. What matters: ablations",
     ):
         assert heading in report
     assert report.count("<svg") >= 6
     assert "data:image/png;base64," in report  # the misread gallery, embedded
     assert "Every approach had the same tuning budget: 3 trials of 1 epoch," in report
+
+
+def test_what_matters_shows_the_checked_in_ablations(report):
+    """The alphabet ablation (crnn, 3 seeds): its rows, paired difference and exact test."""
+    section = report[report.index('id="what-matters"') :]
+    assert "crnn-alphabet" in section and "99.04%" in section and "32.53%" in section
+    assert "+66.51% (+63.62% to +69.23%)" in section and "415 / 0" in section
+    assert "significant" in section
 
 
 def test_report_needs_nothing_else_to_be_viewed(report):
@@ -171,6 +185,13 @@ def test_missing_pieces_become_notes_and_bad_experiments_errors(store, monkeypat
     mlflow.create_experiment("empty one")
     with pytest.raises(ReportError, match="no runs in experiment"):
         build_report(tmp_path / "x.html", experiments=["empty one"])
+
+
+def test_no_ablations_no_section(store, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store[0])
+    for folder in (None, tmp_path / "none"):
+        html = build_report(tmp_path / "r.html", [HOSTILE_EXPERIMENT], ablations=folder)
+        assert "What matters" not in html.read_text()
 
 
 def test_no_tuning_is_a_note(tmp_path, monkeypatch):

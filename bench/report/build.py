@@ -315,13 +315,28 @@ def provenance(comparison: Comparison, runs: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def ablation_tables(folder: Path | None) -> list[dict[str, Any]]:
+    """The tables ``bench ablate`` wrote under ``folder`` (``*/ablation.csv``), by name."""
+    if folder is None or not Path(folder).is_dir():
+        return []
+    tables = []
+    for path in sorted(Path(folder).glob("*/ablation.csv")):
+        frame = pd.read_csv(path, dtype={"per_seed": str})
+        key = frame.columns[0]
+        rows = frame.rename(columns={key: "variant"}).to_dict("records")
+        tables.append({"name": path.parent.name, "key": key, "rows": rows})
+    return tables
+
+
 def build_report(
     out: Path,
     experiments: list[str] | None = None,
     suite: str | None = None,
     optuna_storage: str | None = None,
+    ablations: Path | None = None,
 ) -> Path:
-    """Write the self-contained HTML report of ``experiments`` (optionally one suite) to ``out``."""
+    """Write the self-contained HTML report of ``experiments`` (optionally one suite) to ``out``;
+    with ``ablations``, a folder of ``bench ablate`` outputs, a "What matters" section too."""
     comparison = load_comparison(experiments, suite)
     datasets = []
     for dataset, runs in comparison.runs.groupby("tags.dataset"):
@@ -356,6 +371,8 @@ def build_report(
         datasets=datasets,
         tuning=tuning_section(comparison, optuna_storage),
         failed=comparison.failed,
+        ablations=ablation_tables(ablations),
+        ablations_dir=str(ablations),
         suite=suite,
         alpha=ALPHA,
     )
