@@ -13,14 +13,14 @@ from typing import Any
 
 import yaml
 
-from bench.approaches import get_approach, list_approaches
-from bench.codecs import LabelError
 from bench.config import cache_dir
-from bench.data import DataError, load_dataset
-from bench.report.data import ReportError
-from bench.spec import DEVICES, GRAPHS, PRECISIONS, RunOptions, make_spec, resolve_device
-from bench.train import NonFiniteLossError
+from bench.errors import DataError, LabelError, NonFiniteLossError, ReportError
+from bench.options import DEVICES, GRAPHS, PRECISIONS, RunOptions, resolve_device
 
+# torch, timm, MLflow and the rest are imported by the commands that use them: `--help` and
+# argument errors answer without them
+
+APPROACH_HELP = "an approach name (`python -m bench list` shows them)"
 ABLATIONS = Path("reports/ablations")  # the checked-in ablation tables
 
 # errors caused by what the user asked for: printed as one line, not a traceback
@@ -39,6 +39,7 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    from bench.approaches import get_approach, list_approaches
     from bench.approaches.registry import create_model
     from bench.data.sources import CAPTCHA_V2_CHARSET
     from bench.hparams import TrainConfig
@@ -70,6 +71,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 def spec_from(args: argparse.Namespace, approach: str, dataset: Any, overrides: dict, seed: int):
     """The run's spec from the command line (checked before any training or MLflow run)."""
+    from bench.spec import make_spec
+
     return make_spec(
         approach,
         dataset,
@@ -113,11 +116,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from bench.results import train_and_record, write_table
 
-    overrides = overrides_from(args, *args.approach)
+    approaches = approaches_from(args)
+    overrides = overrides_from(args, *approaches)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
     specs = [
         spec_from(args, name, dataset, overrides, seed)
-        for name in args.approach
+        for name in approaches
         for seed in args.seeds
     ]
     for spec in specs:
@@ -291,11 +295,12 @@ def workers_from(
 def cmd_perf(args: argparse.Namespace) -> None:
     from bench.perf import perf, write
 
-    overrides = overrides_from(args, *args.approach)
+    approaches = approaches_from(args)
+    overrides = overrides_from(args, *approaches)
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
-    specs = [spec_from(args, name, dataset, overrides, 0) for name in args.approach]
+    specs = [spec_from(args, name, dataset, overrides, 0) for name in approaches]
     concurrency = args.concurrency
     if concurrency is None:  # the many-trials-per-GPU sweep; a CPU training uses every core
         concurrency = [1, 2, 4, 8] if specs[0].device == "cuda" else []
@@ -402,8 +407,24 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def load_dataset(*args: Any, **kwargs: Any) -> Any:
+    """:func:`bench.data.load_dataset`, imported when a command loads data."""
+    from bench.data import load_dataset
+
+    return load_dataset(*args, **kwargs)
+
+
+def approaches_from(args: argparse.Namespace) -> list[str]:
+    """``--approach NAME ...``, every registered approach when not given."""
+    from bench.approaches import list_approaches
+
+    return args.approach or list_approaches()
+
+
 def overrides_from(args: argparse.Namespace, *approaches: str) -> dict[str, Any]:
     """``--set`` and ``--epochs``, checked against each approach before any data work."""
+    from bench.approaches import get_approach
+
     overrides = parse_assignments(args.set)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
@@ -428,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one approach with its source's defaults (change any with "
         "--set) and print the final test metrics.",
     )
-    p.add_argument("--approach", required=True, help=f"one of: {', '.join(list_approaches())}")
+    p.add_argument("--approach", required=True, help=APPROACH_HELP)
     add_training_options(p, "override a hyperparameter (repeatable), e.g. --set lr=1e-3")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument(
@@ -453,9 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/results.md. Finished results are kept: a re-run of the same settings resumes; "
         "other settings over a kept result are refused.",
     )
-    p.add_argument(
-        "--approach", nargs="+", default=list_approaches(), help="approaches (default: all)"
-    )
+    p.add_argument("--approach", nargs="+", help="approaches (default: all; `list` shows them)")
     add_training_options(p, "override a hyperparameter of every approach")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     p.add_argument("--out", type=Path, default=Path("reports/latest"), help="output folder")
@@ -473,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
         "within seeds), the paired difference, and an exact McNemar test on the discordant "
         "images (Holm-adjusted). Re-running resumes.",
     )
-    p.add_argument("--approach", required=True, help=f"one of: {', '.join(list_approaches())}")
+    p.add_argument("--approach", required=True, help=APPROACH_HELP)
     p.add_argument("--vary", required=True, metavar="KEY=V1,V2", help="e.g. alphabet=dataset,alnum")
     add_training_options(p, "fix a hyperparameter of every variant")
     p.add_argument(
@@ -490,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
         "never used). Re-running the same command resumes the study "
         "until --trials trials have finished.",
     )
-    p.add_argument("--approach", required=True, help=f"one of: {', '.join(list_approaches())}")
+    p.add_argument("--approach", required=True, help=APPROACH_HELP)
     add_training_options(p, "fix a hyperparameter for every trial (it is not searched)")
     p.add_argument("--trials", type=int, required=True, help="trials to finish in the study")
     p.add_argument(
@@ -554,9 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a measured matrix-multiply peak; on CUDA also the step captured as CUDA graphs and "
         "the aggregate img/s of 1, 2, 4 and 8 processes training at once.",
     )
-    p.add_argument(
-        "--approach", nargs="+", default=list_approaches(), help="approaches (default: all)"
-    )
+    p.add_argument("--approach", nargs="+", help="approaches (default: all; `list` shows them)")
     add_training_options(p, "override a hyperparameter of every approach")
     p.add_argument("--batch-size", type=int, help="batch size (default: each approach's own)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")

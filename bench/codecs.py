@@ -14,9 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
-class LabelError(ValueError):
-    """A label that a codec cannot represent (unknown character, too long)."""
+from bench.errors import LabelError
 
 
 @dataclass(frozen=True)

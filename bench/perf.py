@@ -28,7 +28,8 @@ from PIL import Image
 from bench.data import Dataset, load_dataset
 from bench.data.store import MODES
 from bench.graphs import WARMUP_STEPS, StaticStep
-from bench.spec import RunSpec, graph_blocker
+from bench.options import graph_blocker
+from bench.spec import RunSpec
 from bench.train import EVAL_BATCH, Trainer, prepare, seed_everything
 
 TRAIN_FLOPS_FACTOR = 3  # backward costs about twice the forward pass

@@ -10,7 +10,6 @@ import functools
 import hashlib
 import importlib
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,10 +17,8 @@ from typing import Any
 
 from bench.approaches import get_approach
 from bench.hparams import TrainConfig
+from bench.options import RunOptions, resolve_device, resolve_graphs, resolve_precision
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
-GRAPHS = ("auto", "on", "off")
 # the modules whose code decides what every run computes (an approach's own module is added)
 RUN_MODULES = (
     "bench.approaches.layers",
@@ -33,18 +30,6 @@ RUN_MODULES = (
     "bench.hparams",
     "bench.train",
 )
-_said: set[str] = set()  # reasons for training eagerly already printed
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run (as the command line or a suite asks; resolved into the spec by
-    :func:`make_spec`): device, autocast precision, ``torch.compile``, CUDA graphs."""
-
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-    graphs: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -93,11 +78,12 @@ def make_spec(
     dataset: Any,
     overrides: Mapping[str, Any] | None = None,
     seed: int = 0,
-    options: RunOptions = RunOptions(),
+    options: RunOptions | None = None,
 ) -> RunSpec:
     """Resolve and check a run: hyperparameters (unknown keys, types, ranges), device (``cuda``
     without CUDA is an error), precision, graphs; ``dataset`` is a loaded
     :class:`~bench.data.Dataset`."""
+    options = options or RunOptions()
     hparams = get_approach(approach).resolve(overrides)
     dev = resolve_device(options.device)
     return RunSpec(
@@ -114,56 +100,6 @@ def make_spec(
         skip_bad=dataset.skip_bad,
         code=code_digest(approach),
     )
-
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device not in DEVICES:
-        raise ValueError(f"device={device!r}: use {', '.join(DEVICES)}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
-    return device
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto``: bf16 autocast on CUDA, fp32 on CPU."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: use {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "bf16" if device == "cuda" else "fp32"
-    return precision
-
-
-def graph_blocker(hparams: Mapping[str, Any], compile: bool) -> str | None:
-    """Why a run's step cannot be captured, or None."""
-    if hparams.get("carry_state"):
-        return "carry_state keeps the recurrent state in Python between batches"
-    if compile:
-        return "torch.compile manages its own graphs"
-    if hparams.get("optimizer") == "sgd":
-        return "torch's SGD reads a tensor learning rate on the host (an item() call)"
-    return None
-
-
-def resolve_graphs(graphs: str, device: str, hparams: Mapping[str, Any], compile: bool) -> bool:
-    """``auto``: on for CUDA where the run can be captured; ``on`` without CUDA is an error; a run
-    that cannot be captured trains eagerly and says why, once."""
-    if graphs not in GRAPHS:
-        raise ValueError(f"graphs={graphs!r}: use {', '.join(GRAPHS)}")
-    if graphs == "on" and device != "cuda":
-        raise ValueError("graphs=on needs CUDA (the CPU path does not capture)")
-    if graphs == "off" or device != "cuda":
-        return False
-    blocker = graph_blocker(hparams, compile)
-    if blocker is not None:
-        if blocker not in _said:
-            _said.add(blocker)
-            print(f"graphs: training eagerly: {blocker}", file=sys.stderr, flush=True)
-        return False
-    return True
 
 
 @functools.cache

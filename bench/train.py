@@ -34,16 +34,13 @@ from bench.approaches import get_approach
 from bench.approaches.layers import reset_states
 from bench.codecs import Codec, make_codec
 from bench.data import Augment, Dataset, Split, TensorStore
+from bench.errors import NonFiniteLossError
 from bench.graphs import StaticStep
 from bench.hparams import TrainConfig
 from bench.spec import RunSpec
 
 EVAL_BATCH = 256
 EpochCallback = Callable[[int, dict[str, float]], None]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 def seed_everything(seed: int) -> None:

@@ -298,3 +298,18 @@ def test_results_table_takes_records_that_predate_new_columns(tmp_path):
     assert frame.n_train.tolist()[1] == 797
     text = (tmp_path / "results.md").read_text()
     assert "| crnn | - | - | - | - | 0 |" in text and "| crnn | 001 | source | 797 |" in text
+
+
+def test_help_and_parsing_load_no_heavy_library():
+    """`--help` and argument errors answer without torch, timm, MLflow, Optuna or pandas: the
+    commands import what they use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bench.cli as c; c.build_parser().parse_args(['train', '--approach', 'crnn']);"
+        "print(sorted(m for m in ('torch', 'timm', 'mlflow', 'optuna', 'pandas', 'seaborn')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

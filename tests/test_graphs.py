@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from bench.codecs import ctc_loss_dense
 from bench.data import load_dataset
 from bench.graphs import DeviceHyperparameters, StaticStep
-from bench.spec import RunOptions, make_spec, resolve_graphs
+from bench.options import RunOptions, resolve_graphs
+from bench.spec import make_spec
 from bench.train import prepare, seed_everything, step_schedule
 
 TINY = "synthetic:tiny,count=120"

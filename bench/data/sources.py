@@ -22,10 +22,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from bench.config import cache_dir, data_dirs
-
-
-class DataError(ValueError):
-    """Input data the benchmark cannot use; the message names the file, folder or value."""
+from bench.errors import DataError
 
 
 class DatasetMismatchWarning(UserWarning):

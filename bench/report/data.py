@@ -8,11 +8,8 @@ from dataclasses import dataclass, field
 import mlflow
 import pandas as pd
 
+from bench.errors import ReportError
 from bench.tracking import tracking_uri
-
-
-class ReportError(ValueError):
-    """Nothing to report on (unknown or empty experiment)."""
 
 
 @dataclass
