@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
 import pandas as pd
 import torch
 from mlflow.models import infer_signature
@@ -36,6 +38,29 @@ def run_params(spec: RunSpec, data: Mapping[str, Any]) -> dict[str, Any]:
     return {**spec.params(), **{f"data.{k}": v for k, v in data.items()}, **environment()}
 
 
+def log_dataset(dataset: Dataset, spec: RunSpec) -> None:
+    """The data a run saw as an MLflow dataset input (the UI's "Datasets"): one row per image
+    (file, label, split part), named by the dataset, digested by its content fingerprint (the
+    first 32 hex digits: MLflow keeps 36), sourced from its folder; the split sizes as tags."""
+    store, split, data = run_data(spec, dataset)
+    parts = ["unused"] * len(store.files)
+    for name, idx in (("train", split.train), ("val", split.val), ("test", split.test)):
+        for i in idx.tolist():
+            parts[i] = name
+    frame = pd.DataFrame({"file": store.files, "label": store.labels, "split": parts})
+    with warnings.catch_warnings():  # MLflow registers its local-files source twice
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+        inputs = mlflow.data.from_pandas(
+            frame,
+            source=str(dataset.source.root),
+            targets="label",
+            name=dataset.name,
+            digest=dataset.source.fingerprint[:32],
+        )
+    sizes = {k: str(data[k]) for k in ("n_train", "n_val", "n_test", "split_digest")}
+    mlflow.log_input(inputs, context="training", tags=sizes)
+
+
 def log_result(
     result: TrainResult, dataset: Dataset, logger: EpochLogger, log_model: bool = True
 ) -> None:
@@ -59,6 +84,7 @@ def log_result(
     split = "test" if result.test is not None else "val"
     predictions = pd.DataFrame(result.predictions)
     mlflow.log_text(predictions.to_csv(index=False), "predictions.csv")
+    mlflow.log_table(predictions, f"predictions_{split}.json")  # browsable in the UI
     hp = result.hparams
     store = dataset.store(*result.spec.cfg.image_size)
     if store.skipped:
@@ -117,13 +143,14 @@ def train_tracked(
     }
     with mlflow_run(
         experiment or spec.dataset,
-        run_name or f"{spec.approach}-seed{spec.seed}",
+        run_name or f"{spec.approach} {spec.dataset} seed {spec.seed}",
         run_tags,
         parent_run_id,
         finished_on=finished_on,
         state_tag=state_tag,
     ) as run:
         log_params(run_params(spec, data))
+        log_dataset(dataset, spec)
         logger = EpochLogger()
         result = train(
             spec,

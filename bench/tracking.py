@@ -28,14 +28,22 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+# MLflow's UI opens an experiment by its kind; without the tag it guesses GenAI (traces, tokens)
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def use_experiment(name: str) -> str:
-    """Point MLflow at the tracking store and experiment ``name``; returns its id."""
+    """Point MLflow at the tracking store and experiment ``name`` (of the model-training kind);
+    returns its id."""
     mlflow.set_tracking_uri(tracking_uri())
     try:
-        return mlflow.set_experiment(name).experiment_id
+        experiment = mlflow.set_experiment(name)
     except mlflow.exceptions.MlflowException:  # another worker created it at the same moment
         time.sleep(1)
-        return mlflow.set_experiment(name).experiment_id
+        experiment = mlflow.set_experiment(name)
+    if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        mlflow.set_experiment_tag(*EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 @contextmanager

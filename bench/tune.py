@@ -25,6 +25,7 @@ from typing import Any
 
 import mlflow
 import optuna
+from mlflow.tracking.context.registry import resolve_tags
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
@@ -169,14 +170,18 @@ def parent_run(cfg: TuneConfig) -> str:
         return found[0].info.run_id
     run = client.create_run(
         experiment_id,
-        run_name=f"tune {cfg.approach}",
-        tags={
-            "optuna_study": cfg.study,
-            "approach": cfg.approach,
-            "dataset": cfg.dataset,
-            "suite": cfg.suite,
-            "kind": "study",
-        },
+        run_name=f"tune {cfg.approach} {cfg.dataset}",
+        # MLflow's context tags (user, source, git commit), as a fluent run gets them
+        tags=resolve_tags(
+            {
+                "optuna_study": cfg.study,
+                "approach": cfg.approach,
+                "source": get_approach(cfg.approach).source,
+                "dataset": cfg.dataset,
+                "suite": cfg.suite,
+                "kind": "study",
+            }
+        ),
     )
     client.log_batch(
         run.info.run_id,
@@ -236,6 +241,11 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
                 f"pruned at epoch {epoch + 1}: {OBJECTIVE} {stats[OBJECTIVE]:.4f}"
             )
 
+    def link_run(epoch: int, stats: dict[str, float]) -> None:
+        """The trial names its MLflow run (the run names the trial in its tags)."""
+        if "mlflow_run_id" not in trial.user_attrs:
+            trial.set_user_attr("mlflow_run_id", mlflow.active_run().info.run_id)
+
     with claimed(trial):
         overrides = {**approach.search_space(FixedKeys(trial, cfg.overrides)), **cfg.overrides}
         spec = make_spec(
@@ -256,9 +266,9 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
                     "optuna_study": cfg.study,
                     "optuna_trial": trial_key(cfg.study, trial.number),
                 },
-                run_name=f"{cfg.approach} trial {trial.number}",
+                run_name=f"{cfg.approach} trial {trial.number + 1}/{cfg.trials}",
                 parent_run_id=parent,
-                callbacks=(*callbacks, report),
+                callbacks=(*callbacks, link_run, report),
                 log_model=False,
                 progress=False,
                 test=False,

@@ -75,6 +75,14 @@ def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store):
     )
     assert list(predictions.columns) == ["file", "label", "prediction", "correct", "cer"]
     assert len(predictions) == 24 and set(predictions.label) <= set(dataset.source.labels)
+    assert "predictions_test.json" in artifacts  # an MLflow table
+    (data_input,) = run.inputs.dataset_inputs
+    assert data_input.dataset.name == TINY
+    assert data_input.dataset.digest == dataset.source.fingerprint[:32]
+    input_tags = {t.key: t.value for t in data_input.tags}
+    assert input_tags["mlflow.data.context"] == "training" and input_tags["n_test"] == "24"
+    experiment = mlflow.MlflowClient(mlflow_store).get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/confusion.png")
     assert Image.open(local).size[0] > 100
 

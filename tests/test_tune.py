@@ -81,6 +81,12 @@ def test_study_records_best_params_and_never_touches_the_test_split(
     best = study.best_trial
     assert parent.data.metrics["best_value"] == best.value
     assert parent.data.tags["best.lr"] == str(best.params["lr"])
+    assert parent.info.run_name == f"tune lstm-columns {TINY}"
+    assert parent.data.tags["source"] == "003" and parent.data.tags["mlflow.user"]
+    for trial in study.trials:  # trial and run name each other
+        (run,) = runs(mlflow_store, trial=str(trial.number), optuna_study=study.study_name)
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.info.run_name == f"lstm-columns trial {trial.number + 1}/2"
 
 
 def test_nan_loss_prunes_with_the_reason_and_errors_fail_only_their_trial(tmp_path, monkeypatch):
