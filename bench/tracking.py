@@ -65,7 +65,12 @@ def mlflow_run(
     tags = {k: str(v) for k, v in tags.items()}
     if parent_run_id:
         tags[PARENT_TAG] = parent_run_id  # the UI nests the run; no live parent is needed
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    run = mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=tags,
+        log_system_metrics=os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING") != "false",
+    )
 
     def end(status: str, state: str, **end_tags: str) -> None:
         if state_tag:

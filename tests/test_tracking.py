@@ -23,7 +23,8 @@ def test_tracking_uri_defaults_to_sqlite_in_the_working_folder(monkeypatch):
     assert tracking_uri() == "http://127.0.0.1:5000"
 
 
-def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store):
+def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     dataset = load_dataset(TINY)
     result, run_id = fit_tracked(
         "lstm-columns",
@@ -67,6 +68,9 @@ def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store):
     assert metrics["test_cer"] == pytest.approx(result.test["cer"])
     assert metrics["params"] == result.params and metrics["flops"] == result.flops
     assert metrics["train_seconds"] > 0
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(
+        metrics
+    )  # MLflow's system metrics, sampled every second here
     artifacts = {a.path for a in mlflow.MlflowClient(mlflow_store).list_artifacts(run_id)}
     assert {"predictions.csv", "misread.png", "confusion.png", "bench.json"} <= artifacts
     predictions = pd.read_csv(
