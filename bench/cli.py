@@ -188,6 +188,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from bench.recognizer import load_recognizer, read_images
 
+    for path in args.images:  # before loading the model
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
     model, meta = load_recognizer(args.model)
     for path, text in zip(args.images, read_images(model, meta, args.images), strict=True):
         print(f"{path}\t{text}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,13 +58,15 @@ def load_recognizer(model: str) -> tuple[nn.Module, dict[str, Any]]:
     mlflow.set_tracking_uri(tracking_uri())
     is_run_id = ":" not in model and not Path(model).exists()
     uri = f"runs:/{model}/model" if is_run_id else model
-    try:
-        meta = mlflow.models.get_model_info(uri).metadata
-    except mlflow.exceptions.MlflowException as err:
-        raise ValueError(f"no model at {uri}: {err.message}") from None
-    if not meta or "charset" not in meta:
-        raise ValueError(f"{uri} was not logged by captcha-bench (no decoding metadata)")
-    return mlflow.pytorch.load_model(uri, map_location="cpu"), meta
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as folder:  # nothing left behind
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
+            meta = mlflow.models.Model.load(local).metadata
+        except (mlflow.exceptions.MlflowException, OSError) as err:
+            raise ValueError(f"no model at {uri}: {err}") from None
+        if not meta or "charset" not in meta:
+            raise ValueError(f"{uri} was not logged by captcha-bench (no decoding metadata)")
+        return mlflow.pytorch.load_model(local, map_location="cpu"), meta
 
 
 @torch.no_grad()

@@ -77,6 +77,7 @@ def test_train_prints_metrics_and_writes_a_result(tmp_path, capsys):
             ["train", "--approach", "crnn", "--dataset", "synthetic:tiny,count=50", "--set", "lr"],
             "--set expects key=value",
         ),
+        (["predict", "--model", "nope", "missing.png"], "missing.png: no such file"),
     ],
 )
 def test_user_errors_are_one_line_messages(argv, message, capsys):

@@ -217,6 +217,18 @@ def test_bad_images_are_named_or_skipped_and_listed(tmp_path, kind, reason):
     assert [name for name, _ in store.skipped] == [bad.name]
 
 
+def test_an_image_over_the_pixel_limit_is_named_or_skipped(tmp_path, monkeypatch):
+    """A decompression bomb (over twice PIL's pixel limit) is an error naming its file."""
+    write_images(tmp_path, ["aa", "ab"])
+    write_images(tmp_path, ["bb"], size=(400, 300))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000)  # the 120,000-pixel one is a bomb
+    source = folder_source(tmp_path)
+    with pytest.raises(DataError, match=r"bb.png: too many pixels"):
+        decode_source(source, 1, 16, 40)
+    store = decode_source(source, 1, 16, 40, skip_bad=True)
+    assert store.files == ["aa.png", "ab.png"] and store.skipped[0][0] == "bb.png"
+
+
 def test_store_is_cached_on_disk(tmp_path, bench_cache):
     write_images(tmp_path, ["aa", "ab", "ba"])
     source = folder_source(tmp_path)

@@ -187,6 +187,17 @@ def test_missing_pieces_become_notes_and_bad_experiments_errors(store, monkeypat
         build_report(tmp_path / "x.html", experiments=["empty one"])
 
 
+def test_building_leaves_no_temporary_files(store, monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store[0])
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    build_report(tmp_path / "r.html", [HOSTILE_EXPERIMENT])  # downloads the misread gallery
+    assert not any(temp.iterdir())
+
+
 def test_no_ablations_no_section(store, monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store[0])
     for folder in (None, tmp_path / "none"):

@@ -1,4 +1,5 @@
 import io
+import tempfile
 
 import mlflow
 import pandas as pd
@@ -91,12 +92,16 @@ def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store, monkeypatch
     assert Image.open(local).size[0] > 100
 
 
-def test_model_round_trip_reads_the_same_as_the_trained_model(tmp_path):
+def test_model_round_trip_reads_the_same_as_the_trained_model(tmp_path, monkeypatch):
     dataset = load_dataset(TINY)
     result, run_id = fit_tracked(
         "crnn-modified", dataset, {"epochs": 1, "hidden": 16}, progress=False
     )
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     model, meta = load_recognizer(run_id)
+    assert not any(temp.iterdir())  # the downloaded model is not left behind
     assert meta["approach"] == "crnn-modified"
     assert meta["charset"] == "0123456789abcdefghijklmnopqrstuvwxyz"  # source 001's alphabet
     files = dataset.source.files[:5]

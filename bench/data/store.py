@@ -42,6 +42,8 @@ def decode_image(
     :class:`DataError` names the file if it cannot."""
     if channels not in MODES:
         raise DataError(f"channels must be 1 or 3, got {channels}")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
     try:
@@ -56,6 +58,8 @@ def decode_image(
             array = np.array(img, dtype=np.uint8)
     except UnidentifiedImageError as err:
         raise DataError(f"{path}: not an image ({err})") from err
+    except Image.DecompressionBombError as err:  # over twice PIL's pixel limit
+        raise DataError(f"{path}: too many pixels ({err})") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: corrupt or truncated image ({err})") from err
     return array[None] if channels == 1 else array.transpose(2, 0, 1)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -44,9 +46,11 @@ class Comparison:
         return self._predictions[run_id]
 
     def artifact_bytes(self, run_id: str, path: str) -> bytes:
-        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{path}")
-        with open(local, "rb") as fh:
-            return fh.read()
+        """An artifact's content, downloaded into a folder removed afterwards (MLflow's own
+        download folder is left behind)."""
+        with tempfile.TemporaryDirectory(prefix="bench-artifact-") as folder:
+            local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{path}", dst_path=folder)
+            return Path(local).read_bytes()
 
 
 def load_comparison(experiments: list[str] | None = None, suite: str | None = None) -> Comparison:
