@@ -6,6 +6,7 @@ SUITE ?=
 APPROACH ?= crnn
 DATASET ?= captcha-v2
 TRIALS ?= 10
+EPOCHS ?=
 
 STORAGE ?=
 WORKERS ?= 1
@@ -26,6 +27,7 @@ bench: $(VENV)/.installed
 # One worker of a suite shared by many machines: the same STORAGE (an Optuna RDB URL, e.g.
 # postgresql+psycopg2://user:pw@db/optuna) and MLFLOW_TRACKING_URI (an MLflow server) everywhere.
 worker: $(VENV)/.installed
+	@test -n "$(STORAGE)" || { echo "make worker needs STORAGE=<Optuna RDB URL shared by all workers>, e.g. STORAGE=postgresql+psycopg2://user:pw@db/optuna (and MLFLOW_TRACKING_URI=<MLflow server>); on one machine, python -m bench run --workers K is enough" >&2; exit 2; }
 	$(PY) -m bench run $(if $(SUITE),--suite $(SUITE)) --storage $(STORAGE) --workers $(WORKERS) --quiet
 
 test: $(VENV)/.installed
@@ -36,7 +38,7 @@ ui: $(VENV)/.installed
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1
 
 tune: $(VENV)/.installed
-	$(PY) -m bench tune --approach $(APPROACH) --dataset $(DATASET) --trials $(TRIALS)
+	$(PY) -m bench tune --approach $(APPROACH) --dataset $(DATASET) --trials $(TRIALS) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 list: $(VENV)/.installed
 	$(PY) -m bench list

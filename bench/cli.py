@@ -89,12 +89,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     spec = spec_from(args, args.approach, dataset, overrides, args.seed)
     from bench.tracked import train_tracked
+    from bench.train import EpochLines
 
     result, run_id = train_tracked(
         spec,
         dataset,
         experiment=args.experiment,
         tags={"suite": args.suite},
+        callbacks=(EpochLines(spec),),
         checkpoint_dir=None if args.no_resume else cache_dir() / "checkpoints",
         log_model=not args.no_model,
         progress=not args.quiet,
@@ -107,10 +109,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     for key, value in summary.items():
         shown = f"{value:.4f}" if isinstance(value, float) and key.startswith("test_") else value
         print(f"{key.ljust(width)}  {shown}")
-    if args.output:
+    if args.out:
         from bench.results import save_result
 
-        save_result(result, args.output)
+        save_result(result, args.out)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -296,8 +298,10 @@ def workers_from(
 
 
 def cmd_perf(args: argparse.Namespace) -> None:
-    from bench.perf import perf, write
+    from bench.perf import check_output, perf, write
 
+    if args.out:
+        check_output(args.out)  # before any measuring
     approaches = approaches_from(args)
     overrides = overrides_from(args, *approaches)
     if args.batch_size:
@@ -388,7 +392,9 @@ def workers_arg(value: str) -> int | str:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Device, precision, compilation and CUDA graphs: part of every run's spec."""
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument(
+        "--device", default="auto", choices=DEVICES, help="training device (auto: CUDA if any)"
+    )
     p.add_argument(
         "--precision",
         default="auto",
@@ -436,12 +442,34 @@ def overrides_from(args: argparse.Namespace, *approaches: str) -> dict[str, Any]
     return overrides
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Shows an option's default unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or "default" in text
+            or action.default in (None, False, "", [], argparse.SUPPRESS)
+        ):
+            return action.help
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser: its ``--help`` shows the options' defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="captcha-bench: compare text-recognition architectures on captcha images.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     p = sub.add_parser("list", help="list the registered approaches")
     p.set_defaults(func=cmd_list)
@@ -463,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-resume", action="store_true", help="do not save or resume from per-epoch checkpoints"
     )
-    p.add_argument("--output", type=Path, help="write the result (metrics, history) as JSON")
+    p.add_argument("--out", type=Path, help="write the result (metrics, history) as JSON")
     p.add_argument("--experiment", help="MLflow experiment (default: the dataset's name)")
     p.add_argument("--suite", default="", help="suite tag of the MLflow run")
     p.add_argument("--no-model", action="store_true", help="do not log the trained model")
@@ -611,7 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
         "MLflow and write one self-contained HTML page.",
     )
     p.add_argument(
-        "--experiment", action="append", help="MLflow experiment (repeatable; default: all)"
+        "--experiment",
+        action="extend",
+        nargs="+",
+        help="MLflow experiments (--experiment A B, or repeated; default: all)",
     )
     p.add_argument("--suite", help="only the runs of this suite")
     p.add_argument(
@@ -656,6 +687,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        print("\ninterrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     return code or 0

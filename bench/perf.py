@@ -313,12 +313,17 @@ def perf(
     return pd.DataFrame(rows)
 
 
+def check_output(path: Path) -> None:
+    """``--out``: a ``.json`` or ``.csv`` file in a folder that can be made."""
+    if path.suffix not in (".json", ".csv"):
+        raise ValueError(f"--out must end in .json or .csv, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def write(frame: pd.DataFrame, path: Path) -> None:
     """``.json`` (records) or ``.csv``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path)
     if path.suffix == ".json":
         path.write_text(frame.to_json(orient="records", indent=2))
-    elif path.suffix == ".csv":
-        frame.to_csv(path, index=False)
     else:
-        raise ValueError(f"--out must end in .json or .csv, got {path}")
+        frame.to_csv(path, index=False)

@@ -18,7 +18,7 @@ from bench.hparams import TrainConfig
 from bench.spec import RunSpec
 from bench.tracked import train_tracked
 from bench.tracking import cpu_name
-from bench.train import TrainResult
+from bench.train import EpochLines, TrainResult
 
 TABLE_COLUMNS = [
     "approach",
@@ -96,8 +96,9 @@ def train_and_record(
     suite: str = "",
     progress: bool = True,
 ) -> Path:
-    """Train ``spec`` (tracked in MLflow, experiment ``experiment``) unless ``out`` already holds
-    its result; per-epoch checkpoints make an interrupted training resumable."""
+    """Train ``spec`` (tracked in MLflow, experiment ``experiment``; a line per epoch) unless
+    ``out`` already holds its result; per-epoch checkpoints make an interrupted training
+    resumable."""
     path = result_path(out, spec.approach, spec.dataset, spec.seed)
     if path.exists():
         check_same_run(path, spec)
@@ -107,6 +108,7 @@ def train_and_record(
         dataset,
         experiment=experiment,
         tags={"suite": suite},
+        callbacks=(EpochLines(spec),),
         progress=progress,
         log_model=False,
         checkpoint_dir=cache_dir() / "checkpoints",

@@ -43,6 +43,24 @@ EVAL_BATCH = 256
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
+class EpochLines:
+    """Trainer callback: one line per epoch that stays (written above any progress bar), as
+    timm's train script prints them."""
+
+    def __init__(self, spec: RunSpec):
+        self.name = f"{spec.approach} seed {spec.seed}"
+        self.epochs = spec.cfg.epochs
+
+    def __call__(self, epoch: int, stats: dict[str, float]) -> None:
+        tqdm.write(
+            f"{self.name} epoch {epoch + 1}/{self.epochs}: train loss {stats['train_loss']:.4f}, "
+            f"val loss {stats['val_loss']:.4f}, val acc {stats['val_seq_acc']:.2%}, "
+            f"val CER {stats['val_cer']:.2%}, {stats['epoch_seconds']:.1f} s",
+            file=sys.stdout,
+        )
+        sys.stdout.flush()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

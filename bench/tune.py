@@ -339,7 +339,14 @@ def work(
 
                 def run(trial: optuna.Trial, lock: StorageLock = lock) -> float:
                     lock.release()  # the trial exists: others may count it now
-                    return objective(cfg, trial, parent, callbacks)
+
+                    def show_epoch(epoch: int, stats: dict[str, float]) -> None:
+                        bar.set_postfix_str(
+                            f"trial {trial.number + 1}: epoch {epoch + 1}/{cfg.epochs}, "
+                            f"val acc {stats[OBJECTIVE]:.1%}"
+                        )
+
+                    return objective(cfg, trial, parent, (*callbacks, show_epoch))
 
                 # the next trial's number is len(trials) (numbers are given under this lock)
                 study.sampler = make_sampler(

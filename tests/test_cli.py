@@ -1,6 +1,8 @@
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -44,13 +46,14 @@ def test_train_prints_metrics_and_writes_a_result(tmp_path, capsys):
             "--set",
             "hidden=16",
             "--quiet",
-            "--output",
+            "--out",
             str(out_file),
         ]
     )
     assert code == 0
     out = capsys.readouterr().out
     assert "test_seq_acc" in out and "test_cer" in out and "flops" in out
+    assert "lstm-columns seed 0 epoch 1/1: train loss " in out  # a line per epoch
     record = json.loads(out_file.read_text())
     assert record["approach"] == "lstm-columns" and record["hparams"]["hidden"] == 16
     assert len(record["history"]) == 1 and record["data"]["n_test"] == 24
@@ -304,9 +307,6 @@ def test_results_table_takes_records_that_predate_new_columns(tmp_path):
 def test_help_and_parsing_load_no_heavy_library():
     """`--help` and argument errors answer without torch, timm, MLflow, Optuna or pandas: the
     commands import what they use."""
-    import subprocess
-    import sys
-
     code = (
         "import sys, bench.cli as c; c.build_parser().parse_args(['train', '--approach', 'crnn']);"
         "print(sorted(m for m in ('torch', 'timm', 'mlflow', 'optuna', 'pandas', 'seaborn')"
@@ -314,3 +314,24 @@ def test_help_and_parsing_load_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+REPO = Path(__file__).resolve().parents[1]
+needs_make = pytest.mark.skipif(
+    shutil.which("make") is None or not (REPO / ".venv" / ".installed").exists(),
+    reason="needs make and the project's .venv (make test creates it)",
+)
+
+
+@needs_make
+def test_make_worker_without_storage_says_what_to_set():
+    out = subprocess.run(["make", "-s", "worker"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0 and "make worker needs STORAGE=" in out.stderr
+
+
+@needs_make
+def test_make_tune_passes_epochs():
+    out = subprocess.run(
+        ["make", "-n", "tune", "EPOCHS=3"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert "--epochs 3" in out.stdout

@@ -80,11 +80,16 @@ def test_perf_on_cpu_for_two_small_approaches_writes_json(tmp_path, capsys):
     assert "speedup_vs_source_style" in capsys.readouterr().out
 
 
-def test_perf_refuses_an_unknown_output_format(tmp_path):
+def test_perf_refuses_an_unknown_output_format_before_measuring(tmp_path, capsys, monkeypatch):
     import pandas as pd
+
+    from bench import perf
 
     with pytest.raises(ValueError, match="json or .csv"):
         write(pd.DataFrame([{"a": 1}]), tmp_path / "perf.txt")
+    monkeypatch.setattr(perf, "perf", lambda *a, **k: pytest.fail("measured before checking"))
+    assert main(["perf", "--approach", "crnn", "--out", str(tmp_path / "perf.txt")]) == 2
+    assert "--out must end in .json or .csv" in capsys.readouterr().err
 
 
 def test_timed_rounds_interleaves_one_step_a_round_on_cpu_and_takes_medians(monkeypatch):
