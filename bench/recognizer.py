@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,16 +43,27 @@ def recognizer_metadata(
     }
 
 
+def build_recognizer(meta: dict[str, Any]) -> Recognizer:
+    """The approach's model as ``bench.json`` describes it, untrained, with its normalisation."""
+    from bench.approaches import get_approach
+
+    hp = meta["hparams"]
+    model = get_approach(meta["approach"]).build_model(
+        len(meta["charset"]) + 1, meta["max_len"], hp
+    )
+    return Recognizer(model, hp["mean"], hp["std"])
+
+
 def codec_from_metadata(meta: dict[str, Any]) -> Codec:
     options = TrainConfig.from_hparams(meta["hparams"]).codec_options(meta["codec"])
     return make_codec(meta["codec"], meta["charset"], meta["max_len"], **options)
 
 
-def load_recognizer(model: str) -> tuple[nn.Module, dict[str, Any]]:
-    """A model logged by ``train``: an MLflow run id, a model URI (``runs:/``, ``models:/``) or a
-    local model folder. The decoding settings travel in the model's own metadata."""
+def load_recognizer(model: str) -> tuple[Any, dict[str, Any]]:
+    """A model logged by ``train`` as MLflow pyfunc (its ``predict`` returns strings): an MLflow
+    run id, a model URI (``runs:/``, ``models:/``) or a local model folder; and its metadata."""
     import mlflow
-    import mlflow.pytorch
+    import mlflow.pyfunc
 
     from bench.tracking import tracking_uri
 
@@ -66,12 +78,12 @@ def load_recognizer(model: str) -> tuple[nn.Module, dict[str, Any]]:
             raise ValueError(f"no model at {uri}: {err}") from None
         if not meta or "charset" not in meta:
             raise ValueError(f"{uri} was not logged by captcha-bench (no decoding metadata)")
-        return mlflow.pytorch.load_model(local, map_location="cpu"), meta
+        return mlflow.pyfunc.load_model(local), meta
 
 
-@torch.no_grad()
-def read_images(model: nn.Module, meta: dict[str, Any], paths: Sequence[Path]) -> list[str]:
-    """Decode image files as the model was trained (size, channels) and read them."""
+def read_images(model: Any, meta: dict[str, Any], paths: Sequence[Path]) -> list[str]:
+    """Decode image files as the model was trained (size, channels, order) and read them with
+    the pyfunc ``model``."""
     cfg = TrainConfig.from_hparams(meta["hparams"])
-    images = torch.stack([torch.from_numpy(decode_image(Path(p), *cfg.image_size)) for p in paths])
-    return codec_from_metadata(meta).decode(model.eval()(images).float())
+    images = np.stack([decode_image(Path(p), *cfg.image_size) for p in paths])
+    return list(model.predict(images))

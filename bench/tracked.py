@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +22,8 @@ from bench.recognizer import Recognizer, recognizer_metadata
 from bench.spec import RunSpec
 from bench.tracking import environment, log_figure, log_params, mlflow_run
 from bench.train import TrainResult, run_data, train
+
+PACKAGE = Path(__file__).resolve().parent  # bench/, shipped with every logged model
 
 
 class EpochLogger:
@@ -101,17 +105,28 @@ def log_result(
     )
     mlflow.log_dict(meta, "bench.json")
     if log_model:
-        recognizer = Recognizer(result.model, hp["mean"], hp["std"]).cpu().eval()
-        example = store.images[:1].numpy()
-        with torch.no_grad():
-            output = recognizer(torch.from_numpy(example)).float().numpy()
-        mlflow.pytorch.log_model(
-            recognizer,
+        log_reader(result, meta, store.images[:2].numpy())
+
+
+def log_reader(result: TrainResult, meta: dict[str, Any], example: Any) -> None:
+    """The model as MLflow pyfunc from code (:mod:`bench.serving`, no pickle): its weights and
+    ``bench.json`` as artifacts, the ``bench`` package as its code, strings out."""
+    hp = result.hparams
+    recognizer = Recognizer(result.model, hp["mean"], hp["std"]).cpu().eval()
+    with torch.no_grad():
+        read = result.codec.decode(recognizer(torch.from_numpy(example)).float())
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as folder:
+        weights, described = Path(folder) / "weights.pt", Path(folder) / "bench.json"
+        torch.save(recognizer.state_dict(), weights)
+        described.write_text(json.dumps(meta))
+        mlflow.pyfunc.log_model(
             name="model",
+            python_model=str(PACKAGE / "serving.py"),
+            artifacts={"weights": str(weights), "bench": str(described)},
+            code_paths=[str(PACKAGE)],
             input_example=example,
-            serialization_format="pickle",
+            signature=infer_signature(example, read),
             metadata=meta,
-            signature=infer_signature(example, output),
         )
 
 
