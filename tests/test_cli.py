@@ -335,3 +335,32 @@ def test_make_tune_passes_epochs():
         ["make", "-n", "tune", "EPOCHS=3"], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert "--epochs 3" in out.stdout
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "training device (auto: CUDA if any) (default: auto)" in out
+    assert "(default: None)" not in out and "(default: )" not in out
+
+
+def test_report_takes_several_experiments_at_once():
+    from bench.cli import build_parser
+
+    args = build_parser().parse_args(["report", "--experiment", "a", "b", "--experiment", "c"])
+    assert args.experiment == ["a", "b", "c"]
+
+
+def test_an_interrupt_is_reported_on_its_own_line(monkeypatch, capsys):
+    import bench.cli as cli
+
+    def interrupted(args):
+        print("epoch 3/60 ...", end="", file=sys.stderr)  # a progress bar's unfinished line
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_list", interrupted)
+    assert main(["list"]) == 130
+    assert capsys.readouterr().err.endswith(
+        "epoch 3/60 ...\ninterrupted; re-run the same command to resume\n"
+    )
