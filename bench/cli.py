@@ -288,8 +288,7 @@ def workers_from(
 
     cuda = resolve_device(args.device) == "cuda"
     if args.workers != "auto":
-        gpus = visible_gpus() if cuda else []
-        return args.workers, [gpus[i % len(gpus)] for i in range(args.workers)] if gpus else []
+        return args.workers, visible_gpus() if cuda else []
     if not cuda:
         return auto_workers(None)
     from bench.perf import step_memory_mb

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from mlflow.models import infer_signature
 
-from bench.data import Dataset
+from bench.data import Dataset, Split, TensorStore
 from bench.metrics import confusion_frame
 from bench.plots import confusion_figure, misread_gallery
 from bench.recognizer import Recognizer, recognizer_metadata
@@ -42,11 +42,12 @@ def run_params(spec: RunSpec, data: Mapping[str, Any]) -> dict[str, Any]:
     return {**spec.params(), **{f"data.{k}": v for k, v in data.items()}, **environment()}
 
 
-def log_dataset(dataset: Dataset, spec: RunSpec) -> None:
+def log_dataset(
+    dataset: Dataset, store: TensorStore, split: Split, data: Mapping[str, Any]
+) -> None:
     """The data a run saw as an MLflow dataset input (the UI's "Datasets"): one row per image
     (file, label, split part), named by the dataset, digested by its content fingerprint (the
     first 32 hex digits: MLflow keeps 36), sourced from its folder; the split sizes as tags."""
-    store, split, data = run_data(spec, dataset)
     parts = ["unused"] * len(store.files)
     for name, idx in (("train", split.train), ("val", split.val), ("test", split.test)):
         for i in idx.tolist():
@@ -147,7 +148,7 @@ def train_tracked(
 ) -> tuple[TrainResult, str]:
     """:func:`bench.train.train` inside an MLflow run (see :func:`~bench.tracking.mlflow_run` for
     how it ends); returns the result and the run id."""
-    _, _, data = run_data(spec, dataset)
+    store, split, data = run_data(spec, dataset)
     run_tags = {
         "approach": spec.approach,
         "source": spec.source,
@@ -165,7 +166,7 @@ def train_tracked(
         state_tag=state_tag,
     ) as run:
         log_params(run_params(spec, data))
-        log_dataset(dataset, spec)
+        log_dataset(dataset, store, split, data)
         logger = EpochLogger()
         result = train(
             spec,

@@ -51,8 +51,8 @@ def visible_gpus() -> list[str]:
 def auto_workers(step_mb: float | None) -> tuple[int, list[str]]:
     """``--workers auto``: on CUDA, :func:`workers_per_gpu` per visible GPU from its free memory
     and ``step_mb`` (the probed peak of one training step), spread round-robin over the GPUs;
-    without CUDA one process (a training already uses every core). Returns the count and each
-    worker's GPU (empty without CUDA); this process is worker 0."""
+    without CUDA one process (a training already uses every core). Returns the count and the
+    visible GPUs (empty without CUDA) for :func:`worker_processes` to deal round-robin."""
     import torch
 
     if step_mb is None or not torch.cuda.is_available():
@@ -67,7 +67,7 @@ def auto_workers(step_mb: float | None) -> tuple[int, list[str]]:
         f"step, CUDA MPS {'on' if mps else 'off'})",
         flush=True,
     )
-    return count, [gpus[i % len(gpus)] for i in range(count)]
+    return count, gpus
 
 
 @contextmanager
@@ -75,8 +75,8 @@ def worker_processes(
     target: Callable[..., None], args: tuple, count: int, gpus: Sequence[str] = ()
 ) -> Iterator[None]:
     """``count`` extra processes running ``target(*args)`` (spawned: no CUDA state is shared),
-    joined when the block ends. With ``gpus`` (one per worker, this process being worker 0),
-    extra worker ``i`` sees only ``gpus[i]`` as its CUDA device."""
+    joined when the block ends. With ``gpus``, extra worker ``i`` sees only
+    ``gpus[i mod len(gpus)]`` as its CUDA device (this process, worker 0, keeps the first)."""
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=target, args=args) for _ in range(count)]
     for i, process in enumerate(processes, start=1):
