@@ -107,7 +107,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     summary = {**result.summary(), "mlflow_run": run_id}
     width = max(map(len, summary))
     for key, value in summary.items():
-        shown = f"{value:.4f}" if isinstance(value, float) and key.startswith("test_") else value
+        percent = key.startswith("test_") and key != "test_loss"
+        shown = f"{value:.2%}" if isinstance(value, float) and percent else value
         print(f"{key.ljust(width)}  {shown}")
     if args.out:
         from bench.results import save_result
@@ -240,6 +241,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # no CUDA: an error before any work
     storage = storage_url(args.storage)
     print(f"suite {suite.name} ({suite.path}): {suite.description}", flush=True)
+    if args.workers is None:
+        args.workers = suite.workers
 
     def probes() -> list[tuple[Any, Any]]:
         pairs = []
@@ -365,6 +368,12 @@ def add_training_options(p: argparse.ArgumentParser, set_help: str) -> None:
         help="captcha-v2 (default), synthetic:PRESET[,key=value...] or folder:PATH",
     )
     p.add_argument("--epochs", type=int, help="override the approach's epochs")
+    p.add_argument(
+        "--budget",
+        metavar="DURATION",
+        help="train for this long instead (e.g. 8m, 90s; the epochs become a cap and the "
+        "schedule runs on the share of the budget used)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     p.add_argument(
         "--split-seed", type=int, default=0, help="train/val/test split seed (default 0)"
@@ -430,12 +439,15 @@ def approaches_from(args: argparse.Namespace) -> list[str]:
 
 
 def overrides_from(args: argparse.Namespace, *approaches: str) -> dict[str, Any]:
-    """``--set`` and ``--epochs``, checked against each approach before any data work."""
+    """``--set``, ``--epochs`` and ``--budget``, checked against each approach before any data
+    work."""
     from bench.approaches import get_approach
 
     overrides = parse_assignments(args.set)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    if args.budget is not None:
+        overrides["budget"] = args.budget
     for name in approaches:
         get_approach(name).resolve(overrides)
     return overrides
@@ -587,10 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         type=workers_arg,
-        default=1,
         help="worker processes on this machine (this one included), or auto (CUDA: as many "
-        "per GPU as fit, up to 8); more machines: start the same command there with the same "
-        "--storage and MLFLOW_TRACKING_URI",
+        "per GPU as fit, up to 8); default: the suite's `workers` (1 where it says none); "
+        "more machines: start the same command there with the same --storage and "
+        "MLFLOW_TRACKING_URI",
     )
     p.set_defaults(func=cmd_run)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -34,8 +35,9 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     batch_size: int = 32
     drop_last: bool = False  # drop the last partial training batch (fastai does, PyTorch does not)
-    epochs: int = 30
-    schedule: str = "none"  # none | onecycle | plateau
+    epochs: int = 30  # with a budget: at most this many
+    budget: float = 0.0  # seconds of training (validation excluded; "8m" in overrides); 0: off
+    schedule: str = "none"  # none | onecycle | linear (decay to 0) | plateau
     pct_start: float = 0.25  # onecycle warm-up share
     plateau_factor: float = 0.8
     plateau_patience: int = 5
@@ -118,6 +120,7 @@ class TrainConfig:
             ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("epochs", self.epochs >= 1, ">= 1"),
+            ("budget", self.budget >= 0, ">= 0 seconds (0: train the epochs)"),
             ("schedule", self.schedule in SCHEDULES, " | ".join(SCHEDULES)),
             ("pct_start", 0 < self.pct_start < 1, "in (0, 1)"),
             ("plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)"),
@@ -137,9 +140,28 @@ class TrainConfig:
 OPTIMIZERS = ("adam", "adamw", "sgd", "adadelta")
 # named output alphabets; source 001 reads digits + lowercase (36 characters, 37 classes)
 ALPHABETS = {"alnum": string.digits + string.ascii_lowercase, "digits": string.digits}
-SCHEDULES = ("none", "onecycle", "plateau")
+SCHEDULES = ("none", "onecycle", "linear", "plateau")
 DECODERS = ("greedy", "beam")
 SPLITS = ("benchmark", "source")
+
+
+DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m|min|h)?\s*", re.IGNORECASE)
+SECONDS_PER = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or ``"90s"``, ``"8m"``, ``"1.5h"`` (a bare number is seconds)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = DURATION.fullmatch(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration: use seconds or e.g. 90s, 8m, 1.5h")
+    unit = match[2].lower() if match[2] else None
+    return float(match[1]) * SECONDS_PER[unit]
+
+
+# hyperparameters given as text in another form than their type's (``budget=8m``)
+PARSERS = {"budget": parse_duration}
 
 
 def check_model_hparams(hp: dict[str, Any]) -> None:

@@ -12,7 +12,8 @@ import seaborn as sns
 
 
 def confusion_figure(counts: pd.DataFrame, title: str) -> plt.Figure:
-    """Heatmap of the off-diagonal of a (true x read) count table: the mistakes alone."""
+    """Heatmap of the off-diagonal of a (true x read) count table: the mistakes alone; the title
+    gives their number (with :func:`bench.metrics.confusion_frame`, the total edit distance)."""
     errors = counts.mask(np.eye(len(counts), dtype=bool), 0)
     size = max(5.0, len(counts) * 0.38)
     figure, ax = plt.subplots(figsize=(size + 1, size))
@@ -28,7 +29,7 @@ def confusion_figure(counts: pd.DataFrame, title: str) -> plt.Figure:
     )
     ax.set_xlabel("read as")
     ax.set_ylabel("true character")
-    ax.set_title(f"{title} ({int(errors.values.sum())} errors)")
+    ax.set_title(f"{title} ({int(errors.values.sum())} character errors)")
     figure.tight_layout()
     return figure
 

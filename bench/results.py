@@ -115,8 +115,9 @@ def train_and_record(
     )
     save_result(result, path)
     print(
-        f"{spec.approach} seed {spec.seed}: test seq acc {result.test['seq_acc']:.4f}, "
-        f"CER {result.test['cer']:.4f} ({result.train_seconds:.0f} s)",
+        f"{spec.approach} seed {spec.seed}: test seq acc {result.test['seq_acc']:.2%}, "
+        f"CER {result.test['cer']:.2%} ({result.train_seconds:.0f} s, {len(result.history)} "
+        "epochs)",
         flush=True,
     )
     return path

@@ -50,12 +50,19 @@ class EpochLines:
     def __init__(self, spec: RunSpec):
         self.name = f"{spec.approach} seed {spec.seed}"
         self.epochs = spec.cfg.epochs
+        self.budget = spec.cfg.budget
 
     def __call__(self, epoch: int, stats: dict[str, float]) -> None:
+        of = "" if self.budget else f"/{self.epochs}"
+        spent = (
+            f", {stats['elapsed_seconds']:.0f}/{self.budget:.0f} s of the budget"
+            if self.budget
+            else ""
+        )
         tqdm.write(
-            f"{self.name} epoch {epoch + 1}/{self.epochs}: train loss {stats['train_loss']:.4f}, "
+            f"{self.name} epoch {epoch + 1}{of}: train loss {stats['train_loss']:.4f}, "
             f"val loss {stats['val_loss']:.4f}, val acc {stats['val_seq_acc']:.2%}, "
-            f"val CER {stats['val_cer']:.2%}, {stats['epoch_seconds']:.1f} s",
+            f"val CER {stats['val_cer']:.2%}, {stats['epoch_seconds']:.1f} s{spent}",
             file=sys.stdout,
         )
         sys.stdout.flush()
@@ -103,11 +110,14 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """Per-step schedules (one-cycle, linear) span ``epochs`` x ``steps_per_epoch`` steps; with a
+    time budget :func:`schedule_position` moves them on the share of the budget used instead."""
+    total_steps = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":  # fastai's fit_one_cycle: cosine, div 25, final div 1e5
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=cfg.lr,
-            total_steps=cfg.epochs * steps_per_epoch,
+            total_steps=total_steps,
             pct_start=cfg.pct_start,
             div_factor=25.0,
             final_div_factor=1e5,
@@ -115,13 +125,15 @@ def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_
             base_momentum=0.85,
             max_momentum=0.95,
         )
+    if cfg.schedule == "linear":  # decay to zero, as budgeted training recommends
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / total_steps)
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience
         )
     if cfg.schedule == "none":
         return None
-    raise ValueError(f"unknown schedule {cfg.schedule!r}; use onecycle, plateau or none")
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; use onecycle, linear, plateau or none")
 
 
 def count_flops(model: nn.Module, channels: int, height: int, width: int) -> tuple[int, int]:
@@ -236,7 +248,9 @@ class TrainResult:
             "seed": self.spec.seed,
             "device": self.spec.device,
             "precision": self.spec.precision,
-            "epochs": self.spec.cfg.epochs,
+            "budget": self.spec.cfg.budget,
+            "epochs": len(self.history),
+            "steps": int(self.history[-1]["steps"]) if self.history else 0,
             **{f"test_{k}": v for k, v in (self.test or {}).items()},
             "params": self.params,
             "flops": self.flops,
@@ -430,6 +444,18 @@ class LoopState:
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
 
+    @property
+    def steps(self) -> int:
+        return int(self.history[-1]["steps"]) if self.history else 0
+
+    @property
+    def images(self) -> int:
+        return int(self.history[-1]["images"]) if self.history else 0
+
+    def finished(self, cfg: TrainConfig) -> bool:
+        """All epochs trained, or the time budget used up."""
+        return len(self.history) >= cfg.epochs or 0 < cfg.budget <= self.train_seconds
+
 
 def save_checkpoint(path: Path, run: Trainer, loop: LoopState) -> None:
     """Write atomically, so an interrupted save never leaves a broken checkpoint."""
@@ -463,11 +489,31 @@ def load_checkpoint(path: Path, run: Trainer, loop: LoopState) -> None:
     loop.history, loop.train_seconds = state["history"], state["train_seconds"]
 
 
-def step_schedule(run: Trainer, val_loss: float | None = None) -> None:
-    """One-cycle steps after every batch (``val_loss`` None), plateau after every epoch."""
+PER_STEP = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.LambdaLR)
+
+
+def schedule_position(cfg: TrainConfig, steps: int, seconds: float, total_steps: int) -> int:
+    """Where a per-step schedule stands after ``steps`` steps and ``seconds`` of training: the
+    steps taken, or with a budget the same share of its length as of the budget used, whichever
+    is further; at most its length, so a budgeted run ends on the schedule's last value."""
+    position = steps
+    if cfg.budget:
+        position = max(position, int(seconds / cfg.budget * total_steps))
+    return min(position, total_steps)
+
+
+def step_schedule(run: Trainer, val_loss: float | None = None, position: int | None = None) -> None:
+    """Per-step schedules after every batch (``val_loss`` None), moved to ``position`` (default:
+    one step on); plateau after every epoch."""
     schedule = run.schedule
-    if val_loss is None and isinstance(schedule, torch.optim.lr_scheduler.OneCycleLR):
-        schedule.step()
+    if val_loss is None and isinstance(schedule, PER_STEP):
+        if position is None:
+            schedule.step()
+        elif position > schedule.last_epoch:
+            schedule.last_epoch = position - 1  # step() moves it on by one and sets the values
+            schedule.step()
+        else:
+            return
     elif val_loss is not None and isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
         schedule.step(val_loss)
     else:
@@ -499,9 +545,10 @@ def train(
     ckpt = checkpoint_path(spec, checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.exists():
         load_checkpoint(ckpt, run, loop)
-        if len(loop.history) >= cfg.epochs:
+        if loop.finished(cfg):
             print(
-                f"{spec.approach}: reusing the finished checkpoint {ckpt} ({cfg.epochs} epochs); "
+                f"{spec.approach}: reusing the finished checkpoint {ckpt} "
+                f"({len(loop.history)} epochs); "
                 "`python -m bench cache prune --all` (or --no-resume) trains again",
                 file=sys.stderr,
                 flush=True,
@@ -510,25 +557,34 @@ def train(
     if spec.graphs:
         run.static = StaticStep(run, capture=True)
 
-    bar = tqdm(
-        total=cfg.epochs * run.steps_per_epoch,
-        initial=resumed * run.steps_per_epoch,
+    total_steps = cfg.epochs * run.steps_per_epoch
+    bar = tqdm(  # in batches, or with a budget in seconds of it
+        total=round(cfg.budget) if cfg.budget else total_steps,
+        initial=round(loop.train_seconds) if cfg.budget else loop.steps,
         desc=spec.approach,
-        unit="batch",
+        unit="s" if cfg.budget else "batch",
         disable=not progress,
         leave=False,
     )
+    steps, images = loop.steps, loop.images
     for epoch in range(resumed, cfg.epochs):
+        if loop.finished(cfg):
+            break
         model.train()
         reset_states(model)  # a carried recurrent state starts each epoch at zero
         started = time.perf_counter()
         perm = split.train[torch.randperm(len(split.train), generator=loop.order_rng)].to(dev)
         loss_sum = torch.zeros((), device=dev)
+        epoch_steps, epoch_first_image = 0, images
         for idx in perm[: run.n_train].split(run.batch_size):
             loss_sum += run.train_step(idx)
-            step_schedule(run)
-            bar.update()
-        train_loss = loss_sum.item() / run.steps_per_epoch  # one host sync per epoch
+            steps, epoch_steps, images = steps + 1, epoch_steps + 1, images + len(idx)
+            seconds = loop.train_seconds + time.perf_counter() - started
+            step_schedule(run, position=schedule_position(cfg, steps, seconds, total_steps))
+            bar.update(round(min(seconds, cfg.budget)) - bar.n if cfg.budget else 1)
+            if cfg.budget and seconds >= cfg.budget:
+                break  # the budget ends mid-epoch: this epoch is validated as far as it got
+        train_loss = loss_sum.item() / epoch_steps  # one host sync per epoch
         epoch_train = time.perf_counter() - started
         if not math.isfinite(train_loss):
             bar.close()
@@ -539,6 +595,9 @@ def train(
         step_schedule(run, val["loss"])
         loop.train_seconds += epoch_train
         stats = {
+            "elapsed_seconds": loop.train_seconds,  # training only, validation excluded
+            "steps": steps,
+            "images": images,
             "train_loss": train_loss,
             "val_loss": val["loss"],
             "val_seq_acc": val["seq_acc"],
@@ -546,10 +605,10 @@ def train(
             "val_cer": val["cer"],
             "lr": run.optimizer.param_groups[0]["lr"],
             "epoch_seconds": time.perf_counter() - started,
-            "img_per_s": run.n_train / epoch_train,
+            "img_per_s": (images - epoch_first_image) / epoch_train,
         }
         loop.history.append(stats)
-        bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val['seq_acc']:.3f}")
+        bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val['seq_acc']:.1%}")
         if ckpt is not None:
             save_checkpoint(ckpt, run, loop)
         for callback in callbacks:
@@ -570,7 +629,7 @@ def train(
         params=run.params,
         flops=run.flops,
         train_seconds=loop.train_seconds,
-        img_per_s=len(loop.history) * run.n_train / max(loop.train_seconds, 1e-9),
+        img_per_s=loop.images / max(loop.train_seconds, 1e-9),
         inference=run.measure_inference(final_idx),
         predictions=rows,
         model=model,

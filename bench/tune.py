@@ -59,7 +59,19 @@ __all__ = [
     "work",
 ]
 
-OBJECTIVE = "val_seq_acc"
+OBJECTIVE = "val_cer"  # minimised; the validation sequence accuracy breaks ties
+TIE_BREAK = "val_seq_acc"
+TIE_WEIGHT = 1e-6  # below any CER step of a validation split under a million characters
+DIRECTION = "minimize"
+
+
+def objective_value(stats: dict[str, float]) -> float:
+    """A trial's score: validation CER less a millionth of its sequence accuracy. Equal CERs
+    rank by accuracy, and a study at a budget too small to read any image right still ranks its
+    trials (a sequence-accuracy objective scores them all 0 and the sampler learns nothing)."""
+    return stats[OBJECTIVE] - TIE_WEIGHT * stats[TIE_BREAK]
+
+
 PRUNERS = ("median", "hyperband", "none")
 SAMPLERS = ("tpe", "random")
 
@@ -145,11 +157,21 @@ class FixedKeys:
 
 
 def create_study(cfg: TuneConfig) -> optuna.Study:
-    """The study (created once); its sampler is replaced per trial by :func:`work`."""
+    """The study (created once); its sampler is replaced per trial by :func:`work`. A study of
+    the same name that an older version made to maximise accuracy is an error naming it."""
+    storage = open_storage(cfg.storage)
+    with contextlib.suppress(KeyError):  # KeyError: no such study yet
+        made = optuna.load_study(study_name=cfg.study, storage=storage).direction
+        if made != optuna.study.StudyDirection.MINIMIZE:
+            raise ValueError(
+                f"study {cfg.study!r} in {cfg.storage} was made to {made.name.lower()} validation "
+                f"accuracy by an older version; tuning now minimises {OBJECTIVE}: give another "
+                "--study name or delete it (optuna delete-study)"
+            )
     return optuna.create_study(
         study_name=cfg.study,
-        storage=open_storage(cfg.storage),
-        direction="maximize",
+        storage=storage,
+        direction=DIRECTION,
         sampler=make_sampler(cfg.sampler, trial_seed(cfg.seed, cfg.study, 0)),
         pruner=make_pruner(cfg.pruner, cfg.epochs),
         load_if_exists=True,
@@ -215,6 +237,13 @@ def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
         best = study.best_trial
     if best is not None:
         metrics["best_value"] = best.value
+        metrics.update(
+            {
+                f"best_{k}": best.user_attrs[k]
+                for k in (OBJECTIVE, TIE_BREAK)
+                if k in best.user_attrs
+            }
+        )
         client.set_tag(run_id, "best_trial", best.number)
         for key, value in best.params.items():
             client.set_tag(run_id, f"best.{key}", value)
@@ -225,9 +254,10 @@ def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
 
 
 def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tuple = ()) -> float:
-    """One trial: suggested hyperparameters, a nested MLflow run, pruning on validation accuracy.
+    """One trial: suggested hyperparameters, a nested MLflow run, pruning on the objective.
 
-    Returns the last epoch's validation sequence accuracy; raises ``TrialPruned`` (a pruned or
+    Returns the last epoch's :func:`objective_value` (validation CER, accuracy breaking ties);
+    raises ``TrialPruned`` (a pruned or
     non-finite run) or the trial's error (Optuna records it as failed; the study goes on).
     ``callbacks`` get every epoch's statistics, like the trainer's.
     """
@@ -235,10 +265,11 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
     dataset = load_dataset(cfg.dataset, data_dir=cfg.data_dir, split_seed=cfg.split_seed)
 
     def report(epoch: int, stats: dict[str, float]) -> None:
-        trial.report(stats[OBJECTIVE], step=epoch + 1)
+        trial.report(objective_value(stats), step=epoch + 1)
         if trial.should_prune():
             raise optuna.TrialPruned(
-                f"pruned at epoch {epoch + 1}: {OBJECTIVE} {stats[OBJECTIVE]:.4f}"
+                f"pruned at epoch {epoch + 1}: {OBJECTIVE} {stats[OBJECTIVE]:.2%}, "
+                f"{TIE_BREAK} {stats[TIE_BREAK]:.2%}"
             )
 
     def link_run(epoch: int, stats: dict[str, float]) -> None:
@@ -278,7 +309,10 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
         except (optuna.TrialPruned, NonFiniteLossError) as err:
             trial.set_user_attr("prune_reason", str(err))
             raise optuna.TrialPruned(str(err)) from None
-    return result.history[-1][OBJECTIVE]
+    last = result.history[-1]
+    trial.set_user_attr(OBJECTIVE, last[OBJECTIVE])
+    trial.set_user_attr(TIE_BREAK, last[TIE_BREAK])
+    return objective_value(last)
 
 
 def default_params(cfg: TuneConfig) -> dict[str, Any]:
@@ -342,8 +376,8 @@ def work(
 
                     def show_epoch(epoch: int, stats: dict[str, float]) -> None:
                         bar.set_postfix_str(
-                            f"trial {trial.number + 1}: epoch {epoch + 1}/{cfg.epochs}, "
-                            f"val acc {stats[OBJECTIVE]:.1%}"
+                            f"trial {trial.number + 1}: epoch {epoch + 1}, "
+                            f"val CER {stats[OBJECTIVE]:.1%}, val acc {stats[TIE_BREAK]:.1%}"
                         )
 
                     return objective(cfg, trial, parent, (*callbacks, show_epoch))
@@ -398,6 +432,7 @@ def study_report(study: optuna.Study) -> dict[str, Any]:
         "study": study.study_name,
         **counts,
         "best_value": best.value if best else math.nan,
+        **{f"best_{k}": best.user_attrs.get(k) if best else None for k in (OBJECTIVE, TIE_BREAK)},
         "best_trial": best.number if best else None,
         "best_params": best.params if best else {},
     }

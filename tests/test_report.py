@@ -1,23 +1,38 @@
+import itertools
 import math
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
+import matplotlib
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
-from scipy import stats as scipy_stats
+from matplotlib.colors import to_hex
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from bench import metrics
 from bench.data import load_dataset
-from bench.report import ReportError, build_report, load_comparison
-from bench.report.build import leaderboard, paired_tests
+from bench.metrics import per_image
+from bench.report import ReportError, build_report, figures, load_comparison
+from bench.report.build import (
+    CSV_COLUMNS,
+    leaderboard,
+    paired_tests,
+    rebuild_commands,
+    training_setup,
+)
+from bench.report.data import training_seconds
 from bench.report.stats import (
+    bootstrap_mean,
+    bootstrap_ratio,
     first_epoch_reaching,
+    first_time_reaching,
     holm,
     mcnemar_exact,
-    mean_ci,
-    paired_bootstrap_diff,
     pareto_front,
 )
 from bench.tune import TuneConfig, tune
@@ -118,28 +133,60 @@ def report(store, monkeypatch) -> str:
     return out.read_text()
 
 
+def section_numbers(html: str) -> list[int]:
+    """The numbers of the numbered headings, in page order."""
+    return [int(n) for n in re.findall(r"<h[23][^>]*>(\d+)\. ", html)]
+
+
 def test_every_section_is_present(report):
     for heading in (
         "1. Leaderboard",
         "2. Which differences are real",
         "3. Accuracy against cost",
         "4. Learning curves",
-        "5. Tuning",
+        "5. Accuracy against training time",
         "6. Error analysis",
-        "7. Provenance",
+        "7. Tuning",
         "8. What matters: ablations",
+        "9. Provenance",
     ):
         assert heading in report
     assert report.count("<svg") >= 6
     assert "data:image/png;base64," in report  # the misread gallery, embedded
     assert "Every approach had the same tuning budget: 3 trials of 1 epoch," in report
+    # every run carries the suite tag "unit": the suite's commands rebuild the page
+    assert "<code>python -m bench run --suite unit</code>" in report
+    assert "<code>python -m bench report --suite unit --out " in report
+
+
+def test_sections_are_numbered_in_order_without_gaps(report, store, monkeypatch, tmp_path):
+    """Per dataset 1-6, then the shared sections on from 7, whichever optional ones are there."""
+    assert "Failed or interrupted runs" not in report
+    assert section_numbers(report) == [*range(1, 7), *range(1, 7), 7, 8, 9]  # two datasets
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store[0])
+    bare = build_report(tmp_path / "r.html", [HOSTILE_EXPERIMENT])
+    assert section_numbers(bare.read_text()) == [*range(1, 7), *range(1, 7), 7, 8]  # no ablations
+
+
+def test_empty_panels_say_why(report):
+    """The hostile dataset's runs trained one epoch: no curve, one line instead."""
+    assert report.count("1 epoch per run: no curve to draw") == 2  # per epoch and per second
+    curves = pd.DataFrame(
+        {"approach": ["a", "b"], "seed": [0, 0], "epoch": [1, 1], "val_seq_acc": [0.5, 0.2]}
+    )
+    assert figures.learning_curves(curves.assign(val_loss=1.0)).note.startswith("1 epoch")
+    assert figures.time_curves(curves.assign(elapsed=np.nan)).note.startswith("no training times")
+    trials = pd.DataFrame({"trial": [0, 1], "state": ["pruned", "failed"], "value": [0.5, np.nan]})
+    assert figures.optimization_history(trials).svg is None
+    assert "no completed trial" in figures.optimization_history(trials).note
 
 
 def test_what_matters_shows_the_checked_in_ablations(report):
     """The alphabet ablation (crnn, 3 seeds): its rows, paired difference and exact test."""
     section = report[report.index('id="what-matters"') :]
     assert "crnn-alphabet" in section and "99.04%" in section and "32.53%" in section
-    assert "+66.51% (+63.62% to +69.23%)" in section and "415 / 0" in section
+    assert '+66.51% <span class="ci">(+63.62% to +69.23%)</span>' in section
+    assert "415 / 0" in section
     assert "significant" in section
 
 
@@ -169,16 +216,37 @@ def test_leaderboard_means_match_the_store(store, monkeypatch):
         values = [client.get_run(i).data.metrics["test_seq_acc"] for i in ids]
         assert table.loc[approach, "n"] == 2
         assert table.loc[approach, "seq_acc"] == pytest.approx(np.mean(values))
-        assert table.loc[approach, "seq_acc_half"] == pytest.approx(mean_ci(values).half_width)
+        # the interval resamples each seed's test images (read from its predictions.csv)
+        counts = [per_image(comparison.predictions(i)) for i in ids]
+        point, low, high = bootstrap_ratio([c.distance for c in counts], [c.length for c in counts])
+        assert (table.loc[approach, "cer_low"], table.loc[approach, "cer_high"]) == (low, high)
+        assert point == pytest.approx(table.loc[approach, "cer"])
+        for short in ("seq_acc", "char_acc", "cer"):
+            low, high = table.loc[approach, f"{short}_low"], table.loc[approach, f"{short}_high"]
+            assert 0 <= low <= table.loc[approach, short] <= high
+            worst = max((c.distance / c.length).max() for c in counts)
+            assert high <= (1 if short != "cer" else worst)
+        # training seconds: elapsed_seconds as logged (validation excluded), for runs without
+        # it the running sum of epoch_seconds (validation included)
+        history = comparison.history(ids.iloc[0])
+        summed = history.epoch_seconds.cumsum()
+        if history.elapsed_seconds.notna().all():
+            assert history.elapsed.tolist() == history.elapsed_seconds.tolist()
+            assert (history.elapsed <= summed + 1e-6).all()
+        else:
+            assert history.elapsed.tolist() == pytest.approx(summed.tolist())
+        assert history.elapsed.is_monotonic_increasing
+        assert table.loc[approach, "timed"] == 2
     tests = paired_tests(comparison, runs, table.index[0])
     assert len(tests) == 1 and tests[0]["seeds"] == 2 and tests[0]["items"] == 2 * 40
+    assert -1 <= tests[0]["low"] <= tests[0]["diff"] <= tests[0]["high"] <= 1
 
 
 def test_missing_pieces_become_notes_and_bad_experiments_errors(store, monkeypatch, tmp_path):
     uri, _ = store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     html = build_report(tmp_path / "r.html", experiments=[HOSTILE_EXPERIMENT]).read_text()
-    assert "single seed: no confidence interval" in html  # the hostile dataset has one run
+    assert "a single seed: their interval says nothing" in html  # the hostile dataset: one run
     with pytest.raises(ReportError, match="unknown experiment 'nope'"):
         build_report(tmp_path / "x.html", experiments=["nope"])
     mlflow.set_tracking_uri(uri)
@@ -211,17 +279,12 @@ def test_no_tuning_is_a_note(tmp_path, monkeypatch):
     html = build_report(tmp_path / "r.html").read_text()
     assert "No tuning studies in these experiments" in html
     assert "only one approach: nothing to compare" in html
+    assert section_numbers(html) == [*range(1, 9)]  # tuning (a note) and provenance follow
+    # no suite: the page's own command rebuilds it
+    assert f"<code>python -m bench report --out {tmp_path / 'r.html'}</code>" in html
 
 
 # ------------------------------------------------------------------------------------ statistics
-
-
-def test_mean_ci_is_the_student_t_interval():
-    ci = mean_ci([0.90, 0.92, 0.97])
-    sd = np.std([0.90, 0.92, 0.97], ddof=1)
-    half = scipy_stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
-    assert ci.mean == pytest.approx(0.93) and ci.half_width == pytest.approx(half)
-    assert ci.n == 3 and math.isnan(mean_ci([0.5]).half_width) and mean_ci([]).n == 0
 
 
 def test_mcnemar_exact_on_known_counts():
@@ -236,17 +299,6 @@ def test_holm_adjustment_on_known_values():
     assert holm([0.5]) == [0.5]
 
 
-def test_paired_bootstrap_interval_contains_the_difference():
-    rng = np.random.default_rng(1)
-    a = rng.random(400) < 0.9
-    b = rng.random(400) < 0.7
-    diff, low, high = paired_bootstrap_diff(a, b)
-    assert diff == pytest.approx(a.mean() - b.mean())
-    assert low < diff < high and low > 0
-    same = paired_bootstrap_diff(a, a)
-    assert same == (0.0, 0.0, 0.0)
-
-
 def test_pareto_front_and_epochs_to_threshold():
     cost = [1, 2, 3, 4, 2]
     value = [0.5, 0.8, 0.7, 0.9, 0.8]
@@ -254,6 +306,296 @@ def test_pareto_front_and_epochs_to_threshold():
     assert pareto_front(cost, value) == [0, 1, 4, 3]
     assert first_epoch_reaching([0.1, 0.92, 0.96], 0.9) == 2
     assert math.isnan(first_epoch_reaching([0.1, 0.2], 0.9))
+
+
+def test_bootstrap_resamples_within_seeds():
+    """Two seeds, one reading every image right, one none: the paired-difference bootstrap keeps
+    each seed's images, so the pooled mean is exactly 1/2 every time (pooling the 200 images as
+    independent would give an interval of about +-7%); the leaderboard's two-level bootstrap also
+    draws the seeds, so the same two seeds span the whole range: their spread is the uncertainty."""
+    groups = [np.ones(100), np.zeros(100)]
+    assert bootstrap_mean(groups) == (0.5, 0.5, 0.5)
+    assert bootstrap_ratio(groups) == (0.5, 0.0, 1.0)
+    same = [np.r_[np.ones(50), np.zeros(50)]] * 2  # seeds that agree: only the images vary
+    point, low, high = bootstrap_ratio(same)
+    assert point == 0.5 and 0.38 < low < 0.45 and 0.55 < high < 0.62
+    rng = np.random.default_rng(3)
+    mixed = [rng.random(100) < 0.5, rng.random(100) < 0.5]
+    point, low, high = bootstrap_ratio(mixed)
+    assert low < point < high and point == pytest.approx(np.mean([m.mean() for m in mixed]))
+
+
+def test_paired_test_bootstraps_images_within_seeds():
+    """Seed 0: only the leader right, seed 1: only the other: within each seed the difference is
+    constant, so the interval is a point; the discordant pairs are pooled for McNemar."""
+    files = [f"{i}.png" for i in range(50)]
+
+    def frame(correct: bool) -> pd.DataFrame:
+        return pd.DataFrame({"file": files, "correct": correct})
+
+    outcomes = {"L0": frame(True), "L1": frame(False), "O0": frame(False), "O1": frame(True)}
+    runs = pd.DataFrame(
+        {"tags.approach": ["lead", "lead", "other", "other"], "tags.seed": ["0", "1", "0", "1"]}
+    ).assign(run_id=["L0", "L1", "O0", "O1"])
+    comparison = SimpleNamespace(predictions=outcomes.__getitem__)
+    (test,) = paired_tests(comparison, runs, "lead")
+    assert (test["diff"], test["low"], test["high"]) == (0.0, 0.0, 0.0)
+    assert test["items"] == 100 and test["leader_only"] == 50 and test["other_only"] == 50
+
+
+def test_intervals_stay_inside_zero_and_one_and_the_worst_cer():
+    nothing = [np.zeros(200), np.zeros(200)]
+    assert bootstrap_ratio(nothing) == (0.0, 0.0, 0.0)
+    almost = [np.r_[1.0, np.zeros(199)], np.zeros(200)]  # 1 image of 400 read right
+    point, low, high = bootstrap_ratio(almost)
+    assert point == pytest.approx(1 / 400) and 0.0 <= low <= point <= high <= 1.0
+    rng = np.random.default_rng(0)
+    lengths = [np.full(300, 5.0), np.full(300, 5.0)]
+    distances = [rng.integers(0, 11, 300).astype(float) for _ in lengths]  # CER up to 200%
+    point, low, high = bootstrap_ratio(distances, lengths)
+    worst = max(d.max() for d in distances) / 5
+    assert 0.0 <= low < point < high <= worst and high > 0.9
+    assert point == pytest.approx(np.mean([d.sum() / 1500 for d in distances]))
+
+
+def test_time_to_threshold_and_training_seconds():
+    assert first_time_reaching([0.2, 0.6, 0.95], [10.0, 20.0, 30.0], 0.5) == 20.0
+    assert math.isnan(first_time_reaching([0.2, 0.4], [10.0, 20.0], 0.5))
+    logged = pd.DataFrame({"elapsed_seconds": [9.0, 19.0], "epoch_seconds": [12.0, 12.0]})
+    assert training_seconds(logged).tolist() == [9.0, 19.0]
+    older = pd.DataFrame({"elapsed_seconds": [np.nan, np.nan], "epoch_seconds": [12.0, 11.0]})
+    assert training_seconds(older).tolist() == [12.0, 23.0]
+    assert training_seconds(older.drop(columns="epoch_seconds").assign(x=1)).isna().all()
+
+
+def test_budget_and_machine_are_stated():
+    def runs(budgets, epochs=("30", "30")) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "tags.approach": ["a", "b"],
+                "params.budget": budgets,
+                "params.epochs": list(epochs),
+                "params.cpu": "Test CPU",
+                "params.torch_threads": "2",
+                "params.device": "cpu",
+            }
+        )
+
+    same = training_setup(runs(["240.0", "240.0"]))
+    assert same["budget"].startswith("equal budget: 4 min of training per run")
+    assert same["equal_time"] and same["machines"] == ["Test CPU, 2 torch threads, device cpu"]
+    none = training_setup(runs(["0.0", None], epochs=("30", "2")))
+    assert none["budget"] == "no time budget: 30 epochs: a; 2 epochs: b"
+    assert not none["equal_time"]
+    assert "differ" in training_setup(runs(["240.0", "90"]))["budget"]
+    assert training_setup(runs([None, None]).drop(columns="params.budget"))["budget"] == (
+        "no time budget: 30 epochs per run"
+    )
+
+
+def test_rebuild_commands():
+    shared = pd.DataFrame({"tags.suite": ["quick", "quick"]})
+    built = ["report", "--suite", "quick", "--out", "reports/quick/index.html"]
+    assert rebuild_commands(shared, built) == [
+        "python -m bench run --suite quick",
+        "python -m bench report --suite quick --out reports/quick/index.html",
+    ]
+    mixed = pd.DataFrame({"tags.suite": ["quick", ""]})
+    built = ["report", "--experiment", "a b", "--out", "x.html"]
+    assert rebuild_commands(mixed, built) == [
+        "python -m bench report --experiment 'a b' --out x.html"
+    ]
+
+
+# ----------------------------------------------------------------------- a store without training
+
+LABELS = [f"{i:02d}a{i % 7}" for i in range(60)]
+
+
+def log_run(approach: str, seed: int, preds: list[str], val_acc: list[float], elapsed: bool):
+    """A finished final run as training logs it, without training: params, per-epoch metrics
+    (with ``elapsed_seconds``, or only ``epoch_seconds`` like older runs), test metrics and
+    ``predictions.csv``."""
+    mlflow.set_experiment("fake")
+    with mlflow.start_run():
+        mlflow.set_tags({"approach": approach, "dataset": "fake:ds", "seed": seed, "suite": "fk"})
+        mlflow.log_params(
+            {
+                "budget": "240.0",
+                "epochs": "30",
+                "cpu": "Test CPU",
+                "torch_threads": "2",
+                "device": "cpu",
+                "git_commit": "abc123",
+                "data.charset": "0123456789a",
+            }
+        )
+        summary = metrics.summarize(preds, LABELS)
+        mlflow.log_metrics({f"test_{k}": v for k, v in summary.items()})
+        mlflow.log_metrics(
+            {"params": 1e3 * len(approach), "flops": 1e6, "train_seconds": 240.0 + seed}
+        )
+        for step, acc in enumerate(val_acc, start=1):
+            timing = {"epoch_seconds": 12.0 + seed} | (
+                {"elapsed_seconds": 10.0 * step + seed} if elapsed else {}
+            )
+            mlflow.log_metrics({"val_seq_acc": acc, "val_loss": 1 / step, **timing}, step=step)
+        mlflow.log_metric("epochs_run", len(val_acc))
+        rows = pd.DataFrame({"file": [f"{t}.png" for t in LABELS], "label": LABELS})
+        rows["prediction"] = preds
+        rows["correct"] = rows.prediction == rows.label
+        rows["cer"] = [metrics.cer([p], [t]) for p, t in zip(preds, LABELS, strict=True)]
+        mlflow.log_text(rows.to_csv(index=False), "predictions.csv")
+
+
+@pytest.fixture
+def fake_report(tmp_path, mlflow_store) -> tuple[str, Path]:
+    """crnn reads most images and logs elapsed_seconds; an approach unknown to the registry
+    reads none (CER above 100%) and logs only epoch_seconds; one failed run."""
+    mlflow.set_tracking_uri(mlflow_store)
+    for seed in (0, 1):
+        good = [t if i % 10 else t[:-1] + "x" for i, t in enumerate(LABELS)]
+        log_run("crnn", seed, good, [0.3, 0.6, 0.95], elapsed=True)
+        bad = ["zz" * (1 + i % 3) + "q" for i in range(len(LABELS))]
+        log_run("zero-net", seed, bad, [0.0, 0.55], elapsed=False)
+    with mlflow.start_run():
+        mlflow.set_tags({"approach": "crnn", "seed": 2, "suite": "fk", "error": "boom"})
+        mlflow.end_run("FAILED")
+    out = tmp_path / "page" / "index.html"
+    return build_report(out, experiments=["fake"]).read_text(), out
+
+
+def test_report_states_budget_machine_times_and_commands(fake_report):
+    html, _ = fake_report
+    assert "equal budget: 4 min of training per run (at most 30 epochs per run)" in html
+    assert "Test CPU, 2 torch threads, device cpu" in html and "hold for that machine" in html
+    assert "<code>python -m bench run --suite fk</code>" in html
+    assert "<code>abc123</code>" in html
+    # per epoch 10, 20, 30 s (+ the seed): 50% at 20.5 s on average, 90% at 30.5 s
+    assert section_numbers(html) == [*range(1, 7), 7, 8, 9]  # tuning, failed runs, provenance
+    assert "Failed or interrupted runs" in html and "boom" in html
+
+
+def test_leaderboard_csv_holds_the_table(fake_report):
+    html, out = fake_report
+    csv = pd.read_csv(out.parent / "leaderboard.csv")
+    assert list(csv.columns) == CSV_COLUMNS
+    csv = csv.set_index("approach")
+    assert (csv.dataset == "fake:ds").all() and list(csv.index) == ["crnn", "zero-net"]
+    crnn, zero = csv.loc["crnn"], csv.loc["zero-net"]
+    assert crnn.seq_acc == pytest.approx(0.9) and crnn.n == 2
+    assert crnn.time_50 == pytest.approx(20.5) and crnn.time_90 == pytest.approx(30.5)
+    assert crnn.time_reached_90 == 2 and crnn.reached_95 == 2 and crnn.epochs_95 == 3
+    # epoch_seconds summed: 50% in epoch 2 after 2 x 12 s (seed 0) and 2 x 13 s (seed 1)
+    assert zero.time_50 == pytest.approx(25.0) and zero.time_reached_90 == 0
+    assert (zero.seq_acc, zero.seq_acc_low, zero.seq_acc_high) == (0.0, 0.0, 0.0)
+    bad = ["zz" * (1 + i % 3) + "q" for i in range(len(LABELS))]  # zero-net's predictions
+    worst = max(metrics.cer([p], [t]) for p, t in zip(bad, LABELS, strict=True))
+    assert 1.0 < zero.cer_low <= zero.cer <= zero.cer_high <= worst  # CER above 100%, bounded
+    for row in csv.reset_index().to_dict("records"):  # the page shows the same numbers
+        for col in ("seq_acc", "char_acc", "cer"):
+            shown = f'{row[col]:.2%}<br><span class="ci">'
+            shown += f"{row[col + '_low']:.2%}–{row[col + '_high']:.2%}</span>"
+            assert shown in html
+    assert "±" not in html
+
+
+def registry_names(n: int) -> list[str]:
+    return list(figures.registry_order()[:n])
+
+
+def legend_colours(ax) -> dict[str, str]:
+    legend = ax.get_legend()
+    colours = {}
+    for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+        if isinstance(handle, matplotlib.lines.Line2D):
+            marker = handle.get_marker() not in (None, "None")
+            colour = handle.get_markerfacecolor() if marker else handle.get_color()
+        else:
+            colour = handle.get_facecolor()
+        colours[text.get_text()] = to_hex(colour)
+    return colours
+
+
+def test_an_approach_keeps_its_colour_in_every_figure():
+    everyone = [*registry_names(4), "not-registered"]
+    subset = [everyone[2], "not-registered"]
+
+    def curves(names):
+        return pd.DataFrame(
+            [
+                {"approach": a, "seed": s, "epoch": e, "val_seq_acc": 0.1 * e, "val_loss": 1 / e}
+                for a in names
+                for s in (0, 1)
+                for e in (1, 2, 3)
+            ]
+        ).assign(elapsed=lambda f: 10.0 * f.epoch + f.seed)
+
+    def table(names):
+        return pd.DataFrame(
+            {"approach": names, "seq_acc": 0.5, "seq_acc_low": 0.4, "seq_acc_high": 0.6}
+        ).assign(params=[10.0**i for i in range(len(names))], flops=1e6, train_seconds=60.0)
+
+    def slices(names):
+        return pd.DataFrame(
+            [{"approach": a, "slice": k, "seq_acc": 0.5} for a in names for k in ("x", "y")]
+        )
+
+    builders = {
+        "learning": lambda n: figures.learning_curves_figure(curves(n)).axes[1],
+        "time": lambda n: figures.time_curves_figure(figures.time_bands(curves(n))).axes[0],
+        "cost": lambda n: figures.cost_scatter_figure(table(n)).axes[-1],
+        "slices": lambda n: figures.slice_bars_figure(slices(n)).axes[0],
+    }
+    for name, build in builders.items():
+        full, part = legend_colours(build(everyone)), legend_colours(build(subset))
+        for approach in subset:
+            assert part[approach] == full[approach] == figures.approach_colour(approach), name
+        assert len({full[a] for a in everyone}) == len(everyone), name
+    assert figures.approach_colour(everyone[0]) == to_hex(matplotlib.colormaps["tab10"](0))
+
+
+def test_axes_in_percent_integers_and_readable_logs():
+    frame = pd.DataFrame(
+        [
+            {"approach": "a", "seed": 0, "epoch": e, "val_seq_acc": 0.3 * e, "val_loss": 2.0 / e}
+            for e in (1, 2, 3)
+        ]
+    )
+    acc, loss = figures.learning_curves_figure(frame).axes
+    assert isinstance(acc.yaxis.get_major_formatter(), PercentFormatter)
+    assert isinstance(acc.xaxis.get_major_locator(), MaxNLocator)
+    assert all(float(t).is_integer() for t in acc.get_xticks())
+    assert loss.get_yscale() == "log"
+    trials = pd.DataFrame(
+        {"trial": [0, 1, 2, 3], "state": ["complete", "pruned", "complete", "complete"]}
+    ).assign(value=[0.5, 0.6, 0.3, 0.4])
+    ax = figures.optimization_history_figure(trials).axes[0]
+    assert isinstance(ax.yaxis.get_major_formatter(), PercentFormatter)
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    best = next(line for line in ax.get_lines() if line.get_label() == "best so far")
+    assert list(best.get_ydata()) == [0.5, 0.3, 0.3]  # a running minimum of the CER
+    # log axes: a few plain labels, none overlapping
+    assert figures.log_ticks(1e3, 1e9) == [1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9][::2]
+    assert figures.log_ticks(0.05, 3.5) == [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+    assert len(figures.log_ticks(0.31, 0.38)) >= 2
+    table = pd.DataFrame(
+        {
+            "approach": ["p", "q", "r", "s"],
+            "seq_acc": [0.2, 0.5, 0.7, 0.9],
+            "params": [1.2e3, 4e4, 3e6, 8e8],
+            "flops": [2e5, 3e6, 4e8, 5e10],
+            "train_seconds": [30.0, 45.0, 60.0, 80.0],
+        }
+    )
+    figure = figures.cost_scatter_figure(table)
+    figure.canvas.draw()
+    for ax in figure.axes:
+        labels = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        texts = [t.get_text() for t in labels]
+        assert 2 <= len(labels) <= 6, texts
+        boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.x0)
+        assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes)), texts
 
 
 # --------------------------------------------------------------------------------- in a browser

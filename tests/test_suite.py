@@ -127,6 +127,8 @@ def test_a_failing_approach_is_reported_and_the_rest_goes_on(tmp_path, monkeypat
         ("set: {epochs: -1}\n", "epochs=-1 is out of range: use >= 1"),
         ("final: {set: {batch_size: 0}}\n", "batch_size=0 is out of range"),
         ("log_models: maybe\n", "log_models must be true or false"),
+        ("workers: 0\n", "workers must be a positive count or auto, got 0"),
+        ("set: {budget: soon}\n", "budget='soon'"),
     ],
 )
 def test_bad_suites_are_clear_errors(tmp_path, text, message):
@@ -182,3 +184,26 @@ def test_missing_captcha_v2_stops_before_any_training(tmp_path, monkeypatch):
     assert "captcha-v2" in out and "BENCH_DATA_DIR" in out
     assert "tune " not in out and "final " not in out and not Path("optuna.db").exists()
     assert time.monotonic() - started < 120
+
+
+def test_a_budgeted_suite_counts_seconds_and_sets_its_workers(tmp_path):
+    from bench.suite.runner import Progress, Unit, WorkCounter, planned_work
+
+    text = "approaches: [crnn, ce-crnn]\nseeds: [0, 1]\nset: {budget: 3m}\nworkers: 2\n"
+    suite = load_suite(write_suite(tmp_path, text))
+    assert suite.workers == 2 and suite.common_set == {"budget": "3m"}
+    units = [Unit(suite, d, a, f"sqlite:///{tmp_path / 'o.db'}") for d, a in suite.pairs]
+    assert planned_work(units) == (2 * 2 * 180, 0, "s")
+    progress = Progress(720, 0, quiet=False)
+    counter = WorkCounter(progress, seconds=True)
+    for elapsed in (50.4, 101.0, 180.2):  # a run's epochs end at these seconds of its budget
+        counter(0, {"elapsed_seconds": elapsed})
+    assert progress.bar.n == 180
+    counter.finish(180)  # nothing left to add for a run that used its budget
+    counter(0, {"elapsed_seconds": 60.0})  # a pruned run: its unused budget is added at the end
+    counter.finish(180)
+    assert progress.bar.n == 360
+    progress.close()
+    epochs = load_suite(write_suite(tmp_path, "approaches: [crnn]\nset: {epochs: 4}\n"))
+    assert planned_work([Unit(epochs, "captcha-v2", "crnn", units[0].storage)])[2] == "epoch"
+    assert load_suite("quick").common_set.get("budget")  # make bench's CPU suite is budgeted

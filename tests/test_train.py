@@ -37,7 +37,14 @@ def test_result_holds_history_metrics_and_costs():
         "lr",
         "epoch_seconds",
         "img_per_s",
+        "elapsed_seconds",
+        "steps",
+        "images",
     }
+    assert [h["steps"] for h in result.history] == [3, 6, 9]  # 84 training images, batch 32
+    assert [h["images"] for h in result.history] == [84, 168, 252]
+    seconds = [h["elapsed_seconds"] for h in result.history]
+    assert seconds == sorted(seconds) and seconds[-1] == pytest.approx(result.train_seconds)
     assert all(math.isfinite(h["train_loss"]) for h in result.history)
     assert set(result.test) == {"loss", "seq_acc", "char_acc", "cer"}
     assert result.params == sum(p.numel() for p in result.model.parameters())
@@ -258,3 +265,100 @@ def test_fastai_weight_decay_leaves_norm_layers_and_biases_undecayed():
     assert len(decayed["params"]) + len(exempt["params"]) == len(list(run.model.parameters()))
     everything = prepare(make_spec("multihead", dataset, {**tiny, "wd_bn_bias": True}), dataset)
     assert len(everything.optimizer.param_groups) == 1
+
+
+def test_a_time_budget_stops_training_on_time_and_ends_its_schedule(monkeypatch, request):
+    import time
+
+    from bench.train import Trainer
+
+    steps, original = [], Trainer.train_step
+
+    def timed(self, idx):  # each step's learning rate and duration
+        started = time.perf_counter()
+        loss = original(self, idx)
+        steps.append((self.optimizer.param_groups[0]["lr"], time.perf_counter() - started))
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", timed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy machine, two threads' steps stall for seconds
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    budget = 3.0
+    result = fit(
+        "lstm-columns",
+        load_dataset(TINY),
+        {**FAST, "epochs": 1000, "budget": budget, "schedule": "onecycle", "batch_size": 8},
+        progress=False,
+    )
+    history = result.history
+    assert len(history) < 1000 and history[-1]["steps"] == len(steps) >= 5
+    # it stops at the first step that ends past the budget
+    assert budget <= result.train_seconds <= budget + steps[-1][1] + 0.1
+    assert history[-1]["elapsed_seconds"] == result.train_seconds
+    assert result.summary()["epochs"] == len(history) and result.summary()["budget"] == budget
+    # one-cycle ran on the share of the budget used: up to its peak, then down to its last
+    # value (max / 25 / 1e5) as the budget ran out
+    rates = [lr for lr, _ in steps]
+    assert rates[0] < FAST["lr"] / 5 and max(rates) > FAST["lr"] / 2
+    assert history[-1]["lr"] < 1.5 * FAST["lr"] / 25 / 1e5
+
+
+def test_a_budget_ending_mid_epoch_keeps_the_partial_epoch():
+    dataset = load_dataset("synthetic:tiny,count=2000")  # 1600 training images: slow epochs
+    result = fit("lstm-columns", dataset, {**FAST, "budget": 0.3, "batch_size": 8}, progress=False)
+    (epoch,) = result.history  # the budget ended inside the first epoch
+    assert 0 < epoch["steps"] < 200 and epoch["images"] == 8 * epoch["steps"]
+    assert math.isfinite(epoch["train_loss"]) and math.isfinite(epoch["val_loss"])
+
+
+def test_schedule_position_follows_steps_or_the_budget_used():
+    from bench.hparams import TrainConfig
+    from bench.train import schedule_position
+
+    epochs_only = TrainConfig(epochs=2)
+    assert [schedule_position(epochs_only, s, 99.0, 20) for s in (0, 7, 20)] == [0, 7, 20]
+    budgeted = TrainConfig(epochs=2, budget=10.0)
+    assert schedule_position(budgeted, 3, 5.0, 20) == 10  # half the budget: half the schedule
+    assert schedule_position(budgeted, 15, 5.0, 20) == 15  # the cap on epochs is nearer
+    assert schedule_position(budgeted, 21, 30.0, 20) == 20  # never past its end
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "linear"])
+def test_moving_a_schedule_by_position_equals_stepping_it(schedule):
+    from bench.hparams import TrainConfig
+    from bench.train import make_schedule, step_schedule
+
+    cfg = TrainConfig(epochs=3, schedule=schedule, lr=0.1, optimizer="adam")
+
+    def lrs(by_position: bool) -> list[float]:
+        optimizer = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.1)
+        run = type("Run", (), {"schedule": make_schedule(cfg, optimizer, 4), "static": None})
+        values = []
+        for step in range(1, 13):
+            step_schedule(run, position=step if by_position else None)
+            values.append(optimizer.param_groups[0]["lr"])
+        return values
+
+    stepped = lrs(False)
+    assert lrs(True) == stepped and stepped[-1] < stepped[0]
+    if schedule == "linear":
+        assert stepped[-1] == 0.0 and stepped[5] == pytest.approx(0.1 * (1 - 6 / 12))
+
+
+def test_budgets_read_as_durations_and_bad_ones_are_named():
+    from bench.hparams import parse_duration
+
+    assert [parse_duration(v) for v in ("8m", "90s", "1.5h", "240", 30, "2 min")] == [
+        480.0,
+        90.0,
+        5400.0,
+        240.0,
+        30.0,
+        120.0,
+    ]
+    assert get_approach("crnn").resolve({"budget": "8m"})["budget"] == 480.0
+    with pytest.raises(ValueError, match=r"budget='eight minutes'.*not a duration"):
+        get_approach("crnn").resolve({"budget": "eight minutes"})
+    with pytest.raises(ValueError, match="budget=-1.0 is out of range"):
+        get_approach("crnn").resolve({"budget": -1})

@@ -38,7 +38,7 @@ def test_study_with_pruning_nests_trials_under_its_parent(tmp_path, mlflow_store
     monkeypatch.setattr(
         tune_module,
         "make_pruner",
-        lambda name, epochs: optuna.pruners.ThresholdPruner(lower=0.99, n_warmup_steps=0),
+        lambda name, epochs: optuna.pruners.ThresholdPruner(upper=-0.5, n_warmup_steps=0),
     )
     study = tune(config(tmp_path, 3))
     report = study_report(study)
@@ -70,7 +70,9 @@ def test_study_records_best_params_and_never_touches_the_test_split(
     study = tune(config(tmp_path, 2, pruner="none"))
     assert len(study.trials) == 2 and all(t.state == TrialState.COMPLETE for t in study.trials)
     for trial, result in zip(study.trials, seen, strict=True):
-        assert trial.value == result.history[-1]["val_seq_acc"]
+        last = result.history[-1]
+        assert trial.value == last["val_cer"] - 1e-6 * last["val_seq_acc"]
+        assert trial.user_attrs["val_cer"] == last["val_cer"]
     defaults = get_approach("lstm-columns").resolve(FIXED)
     first = study.trials[0]
     assert first.user_attrs["defaults"] and first.params == {
@@ -236,3 +238,21 @@ def test_trials_never_evaluate_the_test_split(tmp_path, mlflow_store, monkeypatc
     assert calls == [False, False]
     for run in runs(mlflow_store, trial_state="complete"):
         assert not [k for k in run.data.metrics if k.startswith("test_")]
+
+
+def test_objective_ranks_trials_that_read_nothing_right_by_their_cer(tmp_path):
+    from bench.tune import objective_value
+
+    nothing_a = {"val_cer": 0.80, "val_seq_acc": 0.0}
+    nothing_b = {"val_cer": 0.95, "val_seq_acc": 0.0}
+    assert objective_value(nothing_a) < objective_value(nothing_b)  # minimised
+    tie = {"val_cer": 0.10, "val_seq_acc": 0.50}
+    assert objective_value(tie) < objective_value({**tie, "val_seq_acc": 0.40})  # tie-break
+    assert objective_value(tie) < objective_value({"val_cer": 0.10 + 1 / 520, "val_seq_acc": 1})
+
+
+def test_a_study_an_older_version_made_to_maximise_is_a_clear_error(tmp_path):
+    cfg = config(tmp_path, 1)
+    optuna.create_study(study_name=cfg.study, storage=cfg.storage, direction="maximize")
+    with pytest.raises(ValueError, match="made to maximize validation accuracy.*another --study"):
+        tune_module.create_study(cfg)

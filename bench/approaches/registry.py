@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from bench.hparams import TrainConfig, check_model_hparams
+from bench.hparams import PARSERS, TrainConfig, check_model_hparams
 
 SearchSpace = Callable[[Any], dict[str, Any]]  # optuna.Trial -> hyperparameters
 
@@ -66,7 +66,13 @@ class Approach:
 
 
 def coerce(key: str, value: Any, default: Any) -> Any:
-    """Give ``value`` the type of ``default`` (``"3e-3"`` -> 0.003); a mismatch names the key."""
+    """Give ``value`` the type of ``default`` (``"3e-3"`` -> 0.003, ``budget="8m"`` -> 480.0); a
+    mismatch names the key."""
+    if key in PARSERS:
+        try:
+            return PARSERS[key](value)
+        except ValueError as err:
+            raise ValueError(f"hyperparameter {key}={value!r}: {err}") from None
     if default is None or value is None or isinstance(value, type(default)):
         return value
     try:

@@ -8,7 +8,6 @@ import datetime as dt
 import itertools
 import math
 import shlex
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,21 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from bench.metrics import GAP, confusion_frame
+from bench.metrics import GAP, confusion_frame, per_image
 from bench.report import figures
 from bench.report.data import Comparison, load_comparison
 from bench.report.stats import (
+    bootstrap_mean,
+    bootstrap_ratio,
     first_epoch_reaching,
+    first_time_reaching,
     holm,
     mcnemar_exact,
-    mean_ci,
-    paired_bootstrap_diff,
 )
 from bench.tracking import tracking_uri
 
 ALPHA = 0.05
+CSV_NAME = "leaderboard.csv"  # beside the HTML page
 METRICS = [
     ("seq_acc", "test_seq_acc", True),
     ("char_acc", "test_char_acc", True),
@@ -49,37 +50,108 @@ def metric(runs: pd.DataFrame, name: str) -> pd.Series:
     return runs[column] if column in runs else pd.Series(np.nan, index=runs.index)
 
 
+# each metric as a ratio of per-image sums (bench.metrics.per_image): numerator, denominator
+RATIOS = {
+    "seq_acc": ("correct", None),
+    "char_acc": ("right", "positions"),
+    "cer": ("distance", "length"),
+}
+TIME_THRESHOLDS = (0.5, 0.9)
+EPOCH_THRESHOLDS = (0.9, 0.95)
+# the leaderboard.csv columns: fractions and seconds as numbers, intervals as their bounds
+CSV_COLUMNS = [
+    "dataset",
+    "approach",
+    "n",
+    "seeds",
+    *[f"{m}{end}" for m, _, _ in METRICS for end in ("", "_low", "_high")],
+    *[c for c, _ in COSTS],
+    "epochs",
+    *[f"{k}_{int(t * 100)}" for t in EPOCH_THRESHOLDS for k in ("epochs", "reached")],
+    *[f"{k}_{int(t * 100)}" for t in TIME_THRESHOLDS for k in ("time", "time_reached")],
+    "timed",
+]
+
+
+def image_counts(comparison: Comparison, run_id: str) -> pd.DataFrame | None:
+    """The run's per-image counts (None when it logged no ``predictions.csv``)."""
+    try:
+        return per_image(comparison.predictions(run_id))
+    except Exception:  # an older or damaged run: no interval for its approach
+        return None
+
+
 def leaderboard(comparison: Comparison, runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per approach: metrics as mean and 95% CI over seeds, costs, epochs to 90/95%."""
+    """One row per approach: test metrics as the mean over seeds with a 95% bootstrap interval
+    (test images resampled within each seed, :func:`~bench.report.stats.bootstrap_ratio`: it
+    stays inside [0, 100%]), costs, epochs to 90/95% and training seconds to 50/90% validation
+    sequence accuracy (mean over the seeds that reached it, with how many did)."""
     rows = []
     for approach, group in runs.groupby("tags.approach"):
+        group = group.sort_values("tags.seed", key=lambda s: s.astype(str).str.zfill(12))
         row: dict[str, Any] = {
             "approach": approach,
             "n": len(group),
-            "seeds": ", ".join(sorted(group["tags.seed"].astype(str))),
+            "seeds": ", ".join(group["tags.seed"].astype(str)),
+            "per_seed": " ".join(f"{v:.1%}" for v in metric(group, "test_seq_acc")),
         }
+        counts = [image_counts(comparison, r) for r in group.run_id]
         for short, name, _ in METRICS:
-            ci = mean_ci(metric(group, name).tolist())
-            row[short], row[f"{short}_half"] = ci.mean, ci.half_width
+            row[short] = metric(group, name).mean()
+            low = high = math.nan
+            if all(c is not None and len(c) for c in counts):
+                num, den = RATIOS[short]
+                _, low, high = bootstrap_ratio(
+                    [c[num] for c in counts], None if den is None else [c[den] for c in counts]
+                )
+            row[f"{short}_low"], row[f"{short}_high"] = low, high
         for short, name in COSTS:
             row[short] = metric(group, name).mean()
-        curves = [comparison.history(r)["val_seq_acc"].tolist() for r in group.run_id]
-        for threshold in (0.9, 0.95):
-            reached = [first_epoch_reaching(c, threshold) for c in curves]
-            row[f"epochs_{int(threshold * 100)}"] = (
-                np.nanmean(reached) if any(not math.isnan(e) for e in reached) else math.nan
-            )
+        histories = [comparison.history(r) for r in group.run_id]
+        for threshold in EPOCH_THRESHOLDS:
+            reached = [first_epoch_reaching(h.val_seq_acc.tolist(), threshold) for h in histories]
+            row[f"epochs_{int(threshold * 100)}"] = nan_mean(reached)
             row[f"reached_{int(threshold * 100)}"] = sum(not math.isnan(e) for e in reached)
+        timed = [h for h in histories if len(h) and h.elapsed.notna().all()]
+        row["timed"] = len(timed)
+        for threshold in TIME_THRESHOLDS:
+            times = [first_time_reaching(h.val_seq_acc, h.elapsed, threshold) for h in timed]
+            row[f"time_{int(threshold * 100)}"] = nan_mean(times)
+            row[f"time_reached_{int(threshold * 100)}"] = sum(not math.isnan(t) for t in times)
         row["epochs"] = metric(group, "epochs_run").mean()
         rows.append(row)
     table = pd.DataFrame(rows).sort_values(["seq_acc", "cer"], ascending=[False, True])
     return table.reset_index(drop=True)
 
 
+def nan_mean(values: list[float]) -> float:
+    return float(np.nanmean(values)) if any(not math.isnan(v) for v in values) else math.nan
+
+
+def leaderboard_csv(tables: dict[str, pd.DataFrame], path: Path) -> Path:
+    """The leaderboards' numbers, one row per dataset and approach (fractions, not percent
+    strings; each interval as its ``_low``/``_high`` bounds)."""
+    frame = pd.concat(
+        [table.assign(dataset=name) for name, table in tables.items()], ignore_index=True
+    )
+    frame[CSV_COLUMNS].to_csv(path, index=False)
+    return path
+
+
 def best_marks(table: pd.DataFrame) -> dict[str, Any]:
     """Which row holds the best value of each column (for highlighting)."""
     higher = {"seq_acc", "char_acc", "infer_img_per_s"}
-    lower = {"cer", "params", "flops", "train_seconds", "latency_ms", "epochs_90", "epochs_95"}
+    lower = {
+        "cer",
+        "params",
+        "flops",
+        "train_seconds",
+        "latency_ms",
+        "epochs_90",
+        "epochs_95",
+        "time_50",
+        "time_90",
+    }
     marks = {}
     for column in higher | lower:
         values = table[column].dropna()
@@ -92,7 +164,8 @@ def paired_tests(comparison: Comparison, runs: pd.DataFrame, leader: str) -> lis
     """Leader against each other approach on the same test images, seed by matching seed.
 
     Discordant pairs are pooled over the seeds both have; p-values are exact McNemar, adjusted
-    with Holm over the comparisons; the difference has a paired bootstrap interval.
+    with Holm over the comparisons; the accuracy difference has a bootstrap interval that
+    resamples the paired images *within* each seed (seeds are not pooled as independent images).
     """
 
     def outcomes(approach: str) -> dict[str, pd.Series]:
@@ -110,15 +183,20 @@ def paired_tests(comparison: Comparison, runs: pd.DataFrame, leader: str) -> lis
         if not seeds:
             tests.append({"other": other, "seeds": 0})
             continue
-        a = np.concatenate([mine[s].sort_index().values for s in seeds])
-        b = np.concatenate([theirs[s].reindex(mine[s].sort_index().index).values for s in seeds])
-        leader_only, other_only = int((a & ~b).sum()), int((~a & b).sum())
-        diff, low, high = paired_bootstrap_diff(a, b)
+        pairs = [
+            pd.concat([mine[s], theirs[s]], axis=1, join="inner", keys=["a", "b"]).sort_index()
+            for s in seeds
+        ]
+        leader_only = sum(int((p.a & ~p.b).sum()) for p in pairs)
+        other_only = sum(int((~p.a & p.b).sum()) for p in pairs)
+        diff, low, high = bootstrap_mean(
+            [p.a.astype(float).values - p.b.astype(float).values for p in pairs]
+        )
         tests.append(
             {
                 "other": other,
                 "seeds": len(seeds),
-                "items": len(a),
+                "items": sum(len(p) for p in pairs),
                 "leader_only": leader_only,
                 "other_only": other_only,
                 "p": mcnemar_exact(leader_only, other_only),
@@ -201,6 +279,7 @@ def error_analysis(
         .unstack("position")
     )
     slice_table = slices_frame.groupby(["approach", "slice"]).seq_acc.mean().unstack("slice")
+    errors = int(counts.values.sum() - np.trace(counts.values))
     top = [
         (t, r, int(counts.loc[t, r]))
         for t in counts.index
@@ -210,10 +289,12 @@ def error_analysis(
     return {
         "confusion_svg": figures.confusion_heatmap(counts, f"{leader}: confusions over all seeds"),
         "top_confusions": sorted(top, key=lambda x: -x[2])[:10],
-        "slices_svg": figures.slice_bars(slices_frame),
+        "slices_panel": figures.slice_bars(slices_frame),
         "slices": slice_table,
         "positions": position_table,
         "gallery": gallery,
+        "errors": errors,
+        "characters": int(pooled.label.astype(str).str.len().sum()),
         "doubled_share": float(pooled.label.map(lambda t: has_double(t)).mean()),
         "gap": GAP,
     }
@@ -233,7 +314,7 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
                 "state": trials.get(
                     "tags.trial_state", pd.Series("unknown", index=trials.index)
                 ).fillna("running"),
-                "value": metric(trials, "val_seq_acc"),
+                "value": metric(trials, "val_cer"),
             }
         )
         best = {
@@ -247,8 +328,9 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
             "budget": budget(record),
             "counts": frame.state.value_counts().to_dict(),
             "best": best,
-            "best_value": record.get("metrics.best_value"),
-            "history_svg": figures.optimization_history(frame),
+            "best_cer": record.get("metrics.best_val_cer"),
+            "best_seq_acc": record.get("metrics.best_val_seq_acc"),
+            "history": figures.optimization_history(frame),
             "importances_svg": None,
             "note": None,
         }
@@ -279,27 +361,143 @@ def budget(study: dict[str, Any]) -> str:
     return f"{study.get('params.trials')} trials of {each}"
 
 
-def provenance(comparison: Comparison, runs: pd.DataFrame) -> dict[str, Any]:
-    def distinct(column: str) -> list[str]:
-        return sorted(str(v) for v in runs.get(column, pd.Series(dtype=str)).dropna().unique())
+def distinct(runs: pd.DataFrame, column: str) -> list[str]:
+    """The column's distinct non-empty values as text, sorted."""
+    values = runs.get(column, pd.Series(dtype=str)).dropna().astype(str)
+    return sorted(v for v in values.unique() if v)
 
+
+def duration(seconds: float) -> str:
+    """240 -> "4 min", 90 -> "1.5 min", 30 -> "30 s", 7200 -> "2 h"."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
+
+
+def training_setup(runs: pd.DataFrame) -> dict[str, Any]:
+    """What the top of the report says about how the final runs were trained: their time budget
+    (``params.budget``, seconds; absent or 0: none) or else their epochs, and the machine(s)
+    (``params.cpu``, ``params.torch_threads``, ``params.device``) the times were measured on."""
+    budgets = pd.to_numeric(
+        runs.get("params.budget", pd.Series(np.nan, index=runs.index)), errors="coerce"
+    ).fillna(0.0)
+    epochs = pd.to_numeric(
+        runs.get("params.epochs", pd.Series(np.nan, index=runs.index)), errors="coerce"
+    )
+    by_epochs: dict[str, list[str]] = {}
+    for approach, value in zip(runs["tags.approach"], epochs, strict=True):
+        text = "? epochs" if pd.isna(value) else f"{int(value)} epoch{'' if value == 1 else 's'}"
+        by_epochs.setdefault(text, [])
+        if approach not in by_epochs[text]:
+            by_epochs[text].append(approach)
+    epochs_text = (
+        "epochs not recorded"
+        if list(by_epochs) == ["? epochs"]
+        else next(iter(by_epochs)) + " per run"
+        if len(by_epochs) == 1
+        else "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in by_epochs.items())
+    )
+    equal = budgets.nunique() == 1 and budgets.iloc[0] > 0
+    if equal:
+        budget = (
+            f"equal budget: {duration(budgets.iloc[0])} of training per run (at most {epochs_text})"
+        )
+    elif (budgets > 0).any():
+        shown = ", ".join(duration(b) if b > 0 else "none" for b in sorted(budgets.unique()))
+        budget = (
+            f"time budgets differ between runs ({shown}): not an equal-time comparison; "
+            + epochs_text
+        )
+    else:
+        budget = f"no time budget: {epochs_text}"
+    machines = sorted(
+        {
+            ", ".join(
+                text
+                for text, known in (
+                    (str(cpu), pd.notna(cpu)),
+                    (f"{threads} torch threads", pd.notna(threads)),
+                    (f"device {device}", pd.notna(device)),
+                )
+                if known
+            )
+            or "not recorded"
+            for cpu, threads, device in zip(
+                *(
+                    runs.get(c, pd.Series(None, index=runs.index, dtype=object))
+                    for c in ("params.cpu", "params.torch_threads", "params.device")
+                ),
+                strict=True,
+            )
+        }
+    )
+    return {"budget": budget, "equal_time": bool(equal), "machines": machines}
+
+
+def rebuild_commands(runs: pd.DataFrame, built_with: list[str]) -> list[str]:
+    """The commands that rebuild the page: with one suite tag on every run, the suite's run then
+    its report; otherwise the report command this page was built with."""
+    suites = runs.get("tags.suite", pd.Series(None, index=runs.index)).fillna("").astype(str)
+    if suites.nunique() == 1 and suites.iloc[0]:
+        suite = shlex.quote(suites.iloc[0])
+        out = built_with[built_with.index("--out") :]
+        return [
+            f"python -m bench run --suite {suite}",
+            " ".join(["python -m bench report --suite", suite, *map(shlex.quote, out)]),
+        ]
+    return [" ".join(shlex.quote(a) for a in ["python", "-m", "bench", *built_with])]
+
+
+def report_arguments(
+    out: Path,
+    experiments: list[str] | None,
+    suite: str | None,
+    optuna_storage: str | None,
+    ablations: Path | None,
+) -> list[str]:
+    """``bench report`` arguments equivalent to a :func:`build_report` call."""
+    args = ["report"]
+    for name in experiments or []:
+        args += ["--experiment", name]
+    if suite:
+        args += ["--suite", suite]
+    if optuna_storage:
+        args += ["--storage", optuna_storage]
+    if ablations is not None:
+        args += ["--ablations", relative(Path(ablations))]
+    return [*args, "--out", relative(out)]
+
+
+def relative(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def provenance(runs: pd.DataFrame, built_with: list[str]) -> dict[str, Any]:
+    """Data, environment, code and the commands that rebuild the page, over every final run."""
+    commits = distinct(runs, "params.git_commit")
     return {
-        "fingerprints": distinct("params.data.fingerprint"),
+        "fingerprints": distinct(runs, "params.data.fingerprint"),
         "splits": sorted(
             {
-                f"{r['params.data.n_train']}/{r['params.data.n_val']}/"
+                f"{r['tags.dataset']}: {r['params.data.n_train']}/{r['params.data.n_val']}/"
                 f"{r['params.data.n_test']} (seed {r['params.data.split_seed']}, "
                 f"digest {r['params.data.split_digest']})"
                 for _, r in runs.iterrows()
                 if "params.data.n_train" in r
             }
         ),
-        "devices": distinct("params.device"),
-        "torch": distinct("params.torch"),
-        "timm": distinct("params.timm"),
-        "python": distinct("params.python"),
-        "commits": distinct("params.git_commit"),
-        "suites": distinct("tags.suite"),
+        "devices": distinct(runs, "params.device"),
+        "torch": distinct(runs, "params.torch"),
+        "timm": distinct(runs, "params.timm"),
+        "python": distinct(runs, "params.python"),
+        "commits": commits,
+        "dirty": any(c.endswith("-dirty") for c in commits),
+        "suites": distinct(runs, "tags.suite"),
         "suite_files": sorted(
             {
                 f"{r['tags.suite_file']} (sha256 {r['tags.suite_digest']})"
@@ -308,10 +506,8 @@ def provenance(comparison: Comparison, runs: pd.DataFrame) -> dict[str, Any]:
             }
         ),
         "tracking_uri": tracking_uri(),
-        "runs": runs[["tags.approach", "tags.seed", "run_id"]].values.tolist(),
-        "command": " ".join(shlex.quote(a) for a in ["python", "-m", "bench", *sys.argv[1:]])
-        if sys.argv[0].endswith(("bench", "__main__.py"))
-        else "",
+        "runs": runs[["tags.dataset", "tags.approach", "tags.seed", "run_id"]].values.tolist(),
+        "commands": rebuild_commands(runs, built_with),
     }
 
 
@@ -335,14 +531,16 @@ def build_report(
     optuna_storage: str | None = None,
     ablations: Path | None = None,
 ) -> Path:
-    """Write the self-contained HTML report of ``experiments`` (optionally one suite) to ``out``;
-    with ``ablations``, a folder of ``bench ablate`` outputs, a "What matters" section too."""
+    """Write the self-contained HTML report of ``experiments`` (optionally one suite) to ``out``
+    and its leaderboards' numbers to ``leaderboard.csv`` beside it; with ``ablations``, a folder
+    of ``bench ablate`` outputs, a "What matters" section too."""
     comparison = load_comparison(experiments, suite)
     datasets = []
     for dataset, runs in comparison.runs.groupby("tags.dataset"):
         table = leaderboard(comparison, runs)
         leader = table.approach.iloc[0]
         charset = str(runs["params.data.charset"].iloc[0])
+        curves = curves_frame(comparison, runs)
         datasets.append(
             {
                 "name": dataset,
@@ -351,34 +549,52 @@ def build_report(
                 "leader": leader,
                 "single_seed": bool((table.n < 2).any()),
                 "tests": paired_tests(comparison, runs, leader),
-                "cost_svg": figures.cost_scatter(table),
-                "curves_svg": figures.learning_curves(curves_frame(comparison, runs)),
+                "cost": figures.cost_scatter(table),
+                "curves": figures.learning_curves(curves),
+                "time_curves": figures.time_curves(curves),
                 "errors": error_analysis(comparison, runs, leader, charset),
-                "provenance": provenance(comparison, runs),
             }
         )
+    built_with = report_arguments(out, experiments, suite, optuna_storage, ablations)
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("bench.report", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    environment.filters["pct"] = lambda v, d=2: "—" if v is None or pd.isna(v) else f"{v:.{d}%}"
+    environment.filters["pct"] = pct
+    environment.filters["spct"] = lambda v, d=2: "—" if v is None or pd.isna(v) else f"{v:+.{d}%}"
     environment.filters["num"] = lambda v, d=1: "—" if v is None or pd.isna(v) else f"{v:,.{d}f}"
     environment.filters["si"] = si
+    environment.filters["interval"] = interval
     html = environment.get_template("report.html.j2").render(
         title=f"captcha-bench: {suite or ', '.join(comparison.experiments)}",
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         datasets=datasets,
+        setup=training_setup(comparison.runs),
         tuning=tuning_section(comparison, optuna_storage),
         failed=comparison.failed,
         ablations=ablation_tables(ablations),
         ablations_dir=str(ablations),
+        provenance=provenance(comparison.runs, built_with),
+        csv_name=CSV_NAME,
         suite=suite,
         alpha=ALPHA,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
+    leaderboard_csv({d["name"]: d["table"] for d in datasets}, out.parent / CSV_NAME)
     return out
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None or pd.isna(value) else f"{value:.{digits}%}"
+
+
+def interval(low: float | None, high: float | None, digits: int = 2) -> str:
+    """A 95% interval as ``low–high`` in percent (empty when there is none)."""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return ""
+    return f"{pct(low, digits)}–{pct(high, digits)}"
 
 
 def si(value: float | None) -> str:

@@ -8,10 +8,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from bench.errors import ReportError
 from bench.tracking import tracking_uri
+
+HISTORY = ("val_seq_acc", "val_loss", "elapsed_seconds", "epoch_seconds")
+
+
+def training_seconds(history: pd.DataFrame) -> pd.Series:
+    """Cumulative training seconds at the end of each epoch: the logged ``elapsed_seconds``
+    (validation excluded), or for older runs that lack it the running sum of ``epoch_seconds``
+    (which counted the epoch's validation too); NaN when neither was logged."""
+    elapsed = history.get("elapsed_seconds", pd.Series(np.nan, index=history.index))
+    if len(history) and elapsed.notna().all():
+        return elapsed.astype(float)
+    per_epoch = history.get("epoch_seconds", pd.Series(np.nan, index=history.index))
+    if len(history) and per_epoch.notna().all():
+        return per_epoch.astype(float).cumsum()
+    return pd.Series(np.nan, index=history.index)
 
 
 @dataclass
@@ -25,14 +41,21 @@ class Comparison:
     experiments: list[str]
     _client: mlflow.MlflowClient = field(repr=False, default=None)
     _predictions: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
+    _histories: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
 
     def history(self, run_id: str) -> pd.DataFrame:
-        """Per-epoch ``val_seq_acc`` and ``val_loss`` of a run."""
-        frames = []
-        for key in ("val_seq_acc", "val_loss"):
-            points = self._client.get_metric_history(run_id, key)
-            frames.append(pd.Series({m.step: m.value for m in points}, name=key))
-        return pd.concat(frames, axis=1).rename_axis("epoch").reset_index()
+        """Per epoch (1-based) of a run: ``val_seq_acc``, ``val_loss``, the logged timings and
+        ``elapsed``, the training seconds at the epoch's end (:func:`training_seconds`)."""
+        if run_id not in self._histories:
+            frames = []
+            for key in HISTORY:
+                points = self._client.get_metric_history(run_id, key)
+                frames.append(pd.Series({m.step: m.value for m in points}, name=key, dtype=float))
+            frame = pd.concat(frames, axis=1).sort_index().rename_axis("epoch").reset_index()
+            frame = frame[frame.val_seq_acc.notna()].reset_index(drop=True)
+            frame["elapsed"] = training_seconds(frame)
+            self._histories[run_id] = frame
+        return self._histories[run_id].copy()
 
     def predictions(self, run_id: str) -> pd.DataFrame:
         """The run's ``predictions.csv`` (labels and predictions kept as text)."""

@@ -1,21 +1,48 @@
-"""The report's figures (seaborn/matplotlib), returned as inline SVG text."""
+"""The report's figures (seaborn/matplotlib), returned as inline SVG text.
+
+Every figure colours an approach the same way (:func:`approach_palette`), shows accuracies and
+CERs in percent, epochs and trials on integer ticks and log axes with a few plain labels; a panel
+with nothing to draw is a :class:`Panel` holding one line saying why instead of an empty plot.
+"""
 
 from __future__ import annotations
 
+import functools
 import io
+import math
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import to_hex
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    MaxNLocator,
+    NullLocator,
+    PercentFormatter,
+)
 
 from bench.plots import confusion_figure
 from bench.report.stats import pareto_front
 
 sns.set_theme(style="whitegrid", context="notebook")
 plt.rcParams["svg.fonttype"] = "none"  # text stays text: small files, selectable labels
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A figure as inline SVG, or, when there is nothing to draw, the reason in one line."""
+
+    svg: str | None = None
+    note: str | None = None
 
 
 def svg(figure: plt.Figure) -> str:
@@ -27,27 +54,150 @@ def svg(figure: plt.Figure) -> str:
     return text[text.index("<svg") :]
 
 
-def cost_scatter(table: pd.DataFrame) -> str:
-    """Test accuracy against parameters, FLOPs and training time, with each Pareto front."""
+# ------------------------------------------------------------------------------------ colours
+
+BASE_COLOURS = [to_hex(c) for c in sns.color_palette("tab10", 10)]
+MORE_COLOURS = [  # tab20b then tab20c, the darkest shade of each hue first
+    to_hex(palette[i])
+    for palette in (sns.color_palette("tab20b", 20), sns.color_palette("tab20c", 20))
+    for shade in range(4)
+    for i in range(shade, 20, 4)
+]
+
+
+@functools.cache
+def registry_order() -> tuple[str, ...]:
+    """The registered approaches in :func:`bench.approaches.list_approaches` order (imported on
+    first use: the figures module stays cheap to import)."""
+    try:
+        from bench.approaches import list_approaches
+    except Exception:  # a registry that fails to import still leaves the report its colours
+        return ()
+    return tuple(list_approaches())
+
+
+def approach_colour(name: str) -> str:
+    """One colour per approach name, whatever else a figure shows: the n-th registered approach
+    gets tab10's n-th colour (then tab20b/tab20c's); a name unknown to the registry a colour of
+    tab20b/tab20c picked by a checksum of the name."""
+    order = registry_order()
+    if name in order:
+        i = order.index(name)
+        return BASE_COLOURS[i] if i < len(BASE_COLOURS) else MORE_COLOURS[i - len(BASE_COLOURS)]
+    return MORE_COLOURS[zlib.crc32(name.encode()) % len(MORE_COLOURS)]
+
+
+def approach_palette(names: Iterable[str]) -> dict[str, str]:
+    return {name: approach_colour(name) for name in dict.fromkeys(names)}
+
+
+def approach_order(names: Iterable[str]) -> list[str]:
+    """Registry order, then unknown names alphabetically (legends list approaches alike)."""
+    order = registry_order()
+    return sorted(
+        dict.fromkeys(names), key=lambda n: (0, order.index(n), n) if n in order else (1, 0, n)
+    )
+
+
+# --------------------------------------------------------------------------------------- axes
+
+
+def percent_axis(axis: matplotlib.axis.Axis) -> None:
+    axis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+
+
+def integer_axis(axis: matplotlib.axis.Axis) -> None:
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def compact(value: float) -> str:
+    """A tick label: 0.2, 5, 300, 1.5k, 20M, 3G."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}"
+
+
+def log_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """At most ``most`` readable ticks inside ``[low, high]`` (both > 0) on a log axis: 1-2-5
+    per decade, else 1-3, else powers of ten (every k-th when there are many decades), else
+    (less than one step in range) a few plain linear ticks."""
+    lo, hi = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [
+            m * 10.0**e for e in range(lo, hi + 1) for m in mantissas if low <= m * 10.0**e <= high
+        ]
+        if 2 <= len(ticks) <= most:
+            return ticks
+    if len(ticks) > most:  # powers of ten only, and still too many: every k-th
+        return ticks[:: math.ceil(len(ticks) / most)]
+    linear = MaxNLocator(nbins=3).tick_values(low, high)
+    return [float(t) for t in linear if low <= t <= high and t > 0] or [low, high]
+
+
+def log_axis(ax: plt.Axes, which: str = "x") -> None:
+    """Axis ``which`` of ``ax`` on a log scale with :func:`log_ticks` inside its current limits,
+    no minor labels."""
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    low, high = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())
+    if not (low > 0 and math.isfinite(high)):
+        return
+    axis.set_major_locator(FixedLocator(log_ticks(low, high)))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: compact(v)))
+
+
+def side_legend(ax: plt.Axes) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+
+
+# ------------------------------------------------------------------------------------ figures
+
+
+def cost_scatter_figure(table: pd.DataFrame) -> plt.Figure:
+    """Test accuracy against parameters, FLOPs and training time, with each Pareto front; the
+    error bars are the asymmetric 95% intervals of the leaderboard (``seq_acc_low``/``_high``)."""
     costs = [
         ("params", "parameters"),
         ("flops", "FLOPs per image"),
         ("train_seconds", "training time (s)"),
     ]
+    palette = approach_palette(table.approach)
+    order = approach_order(table.approach)
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
     for ax, (column, label) in zip(axes, costs, strict=True):
-        data = table.dropna(subset=[column])
+        data = table[table[column] > 0].dropna(subset=[column])
+        if data.empty:
+            ax.text(
+                0.5, 0.5, f"no {label} logged", ha="center", va="center", transform=ax.transAxes
+            )
+            ax.set_xticks([])
+            continue
+        for row in data.itertuples():
+            low, high = getattr(row, "seq_acc_low", np.nan), getattr(row, "seq_acc_high", np.nan)
+            if not (pd.isna(low) or pd.isna(high)):
+                ax.errorbar(
+                    [getattr(row, column)],
+                    [row.seq_acc],
+                    yerr=[[max(row.seq_acc - low, 0.0)], [max(high - row.seq_acc, 0.0)]],
+                    fmt="none",
+                    ecolor=palette[row.approach],
+                    elinewidth=1.2,
+                    capsize=3,
+                )
         sns.scatterplot(
-            data=data, x=column, y="seq_acc", hue="approach", s=90, ax=ax, legend=ax is axes[-1]
-        )
-        ax.errorbar(
-            data[column],
-            data.seq_acc,
-            yerr=data.seq_acc_half.fillna(0),
-            fmt="none",
-            ecolor="#999",
-            elinewidth=1,
-            capsize=3,
+            data=data,
+            x=column,
+            y="seq_acc",
+            hue="approach",
+            hue_order=[a for a in order if a in set(data.approach)],
+            palette=palette,
+            s=90,
+            ax=ax,
+            legend=ax is axes[-1],
+            zorder=3,
         )
         front = pareto_front(data[column].tolist(), data.seq_acc.tolist())
         ax.plot(
@@ -57,16 +207,30 @@ def cost_scatter(table: pd.DataFrame) -> str:
             color="#c0392b",
             label="Pareto front",
         )
-        ax.set_xscale("log")
+        log_axis(ax, "x")
         ax.set_xlabel(label)
         ax.set_ylabel("test sequence accuracy")
-    axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    return svg(figure)
+    percent_axis(axes[0].yaxis)
+    side_legend(axes[-1])
+    return figure
 
 
-def learning_curves(curves: pd.DataFrame) -> str:
+def cost_scatter(table: pd.DataFrame) -> Panel:
+    return Panel(svg(cost_scatter_figure(table)))
+
+
+def epochs_per_run(curves: pd.DataFrame) -> int:
+    if curves.empty:
+        return 0
+    return int(curves.dropna(subset=["val_seq_acc"]).groupby(["approach", "seed"]).size().max())
+
+
+def learning_curves_figure(curves: pd.DataFrame) -> plt.Figure:
     """Validation sequence accuracy and loss per epoch: mean with a 95% band over seeds."""
+    palette = approach_palette(curves.approach)
+    order = approach_order(curves.approach)
     figure, axes = plt.subplots(1, 2, figsize=(14, 4.2))
+    few = curves.epoch.max() <= 12
     for ax, column, label in (
         (axes[0], "val_seq_acc", "validation sequence accuracy"),
         (axes[1], "val_loss", "validation loss"),
@@ -76,14 +240,104 @@ def learning_curves(curves: pd.DataFrame) -> str:
             x="epoch",
             y=column,
             hue="approach",
+            hue_order=order,
+            palette=palette,
             errorbar=("ci", 95),
+            marker="o" if few else None,
             ax=ax,
             legend=ax is axes[1],
         )
         ax.set_ylabel(label)
-    axes[1].set_yscale("log")
-    axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    return svg(figure)
+        integer_axis(ax.xaxis)
+    percent_axis(axes[0].yaxis)
+    if (curves.val_loss.dropna() > 0).all() and curves.val_loss.notna().any():
+        log_axis(axes[1], "y")
+    side_legend(axes[1])
+    return figure
+
+
+def learning_curves(curves: pd.DataFrame) -> Panel:
+    epochs = epochs_per_run(curves)
+    if epochs <= 1:
+        return Panel(
+            note=f"{epochs} epoch per run: no curve to draw"
+            if epochs
+            else "no validation metrics logged per epoch: no curve to draw"
+        )
+    return Panel(svg(learning_curves_figure(curves)))
+
+
+GRID = 200  # points of the common time grid per approach
+
+
+def time_bands(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per approach, each seed's validation accuracy against its training seconds (``elapsed``)
+    linearly interpolated onto a common grid (a seed counts only inside its own time span): the
+    mean over the seeds and their range (columns approach, seconds, mean, low, high, seeds)."""
+    frames = []
+    timed = curves.dropna(subset=["elapsed", "val_seq_acc"])
+    for approach, group in timed.groupby("approach", sort=False):
+        runs = [g.sort_values("elapsed") for _, g in group.groupby("seed")]
+        runs = [r for r in runs if len(r) >= 2]
+        if not runs:
+            continue
+        grid = np.linspace(
+            min(r.elapsed.iloc[0] for r in runs), max(r.elapsed.iloc[-1] for r in runs), GRID
+        )
+        values = np.full((len(runs), GRID), np.nan)
+        for i, r in enumerate(runs):
+            inside = (grid >= r.elapsed.iloc[0]) & (grid <= r.elapsed.iloc[-1])
+            values[i, inside] = np.interp(grid[inside], r.elapsed, r.val_seq_acc)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "approach": approach,
+                    "seconds": grid,
+                    "mean": nan_stat(values, np.nanmean),
+                    "low": nan_stat(values, np.nanmin),
+                    "high": nan_stat(values, np.nanmax),
+                    "seeds": (~np.isnan(values)).sum(0),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def nan_stat(values: np.ndarray, stat: Callable[..., np.ndarray]) -> np.ndarray:
+    """``stat`` over the rows of each column that has a value (NaN where none has)."""
+    out = np.full(values.shape[1], np.nan)
+    some = ~np.isnan(values).all(0)
+    out[some] = stat(values[:, some], axis=0)
+    return out
+
+
+def time_curves_figure(bands: pd.DataFrame) -> plt.Figure:
+    palette = approach_palette(bands.approach)
+    figure, ax = plt.subplots(figsize=(9, 4.2))
+    for approach in approach_order(bands.approach):
+        band = bands[bands.approach == approach]
+        colour = palette[approach]
+        ax.plot(band.seconds, band["mean"], color=colour, label=approach)
+        ax.fill_between(band.seconds, band.low, band.high, color=colour, alpha=0.18, lw=0)
+    ax.set_xlabel("training seconds (validation excluded)")
+    ax.set_ylabel("validation sequence accuracy")
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: compact(v)))
+    percent_axis(ax.yaxis)
+    side_legend(ax)
+    return figure
+
+
+def time_curves(curves: pd.DataFrame) -> Panel:
+    """Validation sequence accuracy against training seconds per approach: mean over seeds, band:
+    their range."""
+    if curves.empty or curves.elapsed.isna().all():
+        return Panel(note="no training times logged per epoch: no curve to draw")
+    bands = time_bands(curves)
+    if bands.empty:
+        return Panel(note="1 epoch per run: no curve to draw")
+    return Panel(svg(time_curves_figure(bands)))
 
 
 STATE_COLOURS = {
@@ -94,25 +348,34 @@ STATE_COLOURS = {
 }
 
 
-def optimization_history(trials: pd.DataFrame) -> str:
-    """Each trial's final validation accuracy and the best so far, coloured by its state."""
+def optimization_history_figure(trials: pd.DataFrame) -> plt.Figure:
+    """Each trial's final validation CER (the objective, lower is better) coloured by its state,
+    and the best so far: the running minimum over complete trials."""
     figure, ax = plt.subplots(figsize=(6.5, 3.4))
+    shown = trials.dropna(subset=["value"])
     sns.scatterplot(
-        data=trials,
+        data=shown,
         x="trial",
         y="value",
         hue="state",
         ax=ax,
         s=50,
-        palette={state: STATE_COLOURS.get(state, "#7f8c8d") for state in trials.state.unique()},
+        palette={state: STATE_COLOURS.get(state, "#7f8c8d") for state in shown.state.unique()},
     )
-    done = trials[trials.state == "complete"].sort_values("trial")
-    if not done.empty:
-        ax.step(done.trial, done.value.cummax(), where="post", color="#1e8449", label="best")
+    done = shown[shown.state == "complete"].sort_values("trial")
+    ax.step(done.trial, done.value.cummin(), where="post", color="#1e8449", label="best so far")
     ax.set_xlabel("trial")
-    ax.set_ylabel("val sequence accuracy")
+    ax.set_ylabel("validation CER (lower is better)")
+    integer_axis(ax.xaxis)
+    percent_axis(ax.yaxis)
     ax.legend(frameon=False, fontsize=8)
-    return svg(figure)
+    return figure
+
+
+def optimization_history(trials: pd.DataFrame) -> Panel:
+    if not ((trials.state == "complete") & trials.value.notna()).any():
+        return Panel(note="no completed trial with a validation CER: no history to draw")
+    return Panel(svg(optimization_history_figure(trials)))
 
 
 def importances(values: dict[str, float]) -> str:
@@ -121,6 +384,7 @@ def importances(values: dict[str, float]) -> str:
     ax.barh(names, [values[n] for n in names], color="#5d6d7e")
     ax.invert_yaxis()
     ax.set_xlabel("importance (Optuna's default evaluator)")
+    percent_axis(ax.xaxis)
     return svg(figure)
 
 
@@ -128,12 +392,28 @@ def confusion_heatmap(frame: pd.DataFrame, title: str) -> str:
     return svg(confusion_figure(frame, title))
 
 
-def slice_bars(slices: pd.DataFrame) -> str:
+def slice_bars_figure(slices: pd.DataFrame) -> plt.Figure:
     """Accuracy on labels with a doubled character against the rest, per approach."""
     figure, ax = plt.subplots(figsize=(8, 3.6))
-    sns.barplot(data=slices, x="approach", y="seq_acc", hue="slice", ax=ax, errorbar=None)
+    sns.barplot(
+        data=slices,
+        x="slice",
+        y="seq_acc",
+        hue="approach",
+        hue_order=approach_order(slices.approach),
+        palette=approach_palette(slices.approach),
+        ax=ax,
+        errorbar=None,
+        saturation=1.0,  # the palette's own colours, as in the other figures
+    )
     ax.set_ylabel("test sequence accuracy")
     ax.set_xlabel("")
-    ax.tick_params(axis="x", rotation=30)
-    ax.legend(frameon=False, fontsize=8)
-    return svg(figure)
+    percent_axis(ax.yaxis)
+    side_legend(ax)
+    return figure
+
+
+def slice_bars(slices: pd.DataFrame) -> Panel:
+    if slices.seq_acc.isna().all():
+        return Panel(note="no test images: no slices to draw")
+    return Panel(svg(slice_bars_figure(slices)))

@@ -81,7 +81,11 @@ class Unit:
             best = study.best_trial
         except ValueError:
             return {}, "seed defaults (no tuning trial completed)"
-        return dict(best.params), f"trial {best.number} (val seq acc {best.value:.4f})"
+        attrs = best.user_attrs
+        return dict(best.params), (
+            f"trial {best.number} (val CER {attrs.get('val_cer', best.value):.2%}, "
+            f"val seq acc {attrs.get('val_seq_acc', float('nan')):.2%})"
+        )
 
     def final_study(self) -> optuna.Study:
         """The study whose trials are the final trainings, one enqueued per seed (missing seeds
@@ -98,11 +102,12 @@ class Unit:
                     study.enqueue_trial({}, user_attrs={"seed": seed})
         return study
 
-    def epochs(self) -> tuple[int, int]:
-        """Epochs of one tuning trial and of one final training."""
+    def work(self) -> tuple[tuple[int, bool], tuple[int, bool]]:
+        """The work of one tuning trial and of one final training: (seconds of a budget, True)
+        or (epochs, False) each."""
         return (
-            self.suite.epochs(self.approach, self.suite.tuning_overrides()),
-            self.suite.epochs(self.approach, self.suite.final_overrides({})),
+            self.suite.work(self.approach, self.suite.tuning_overrides()),
+            self.suite.work(self.approach, self.suite.final_overrides({})),
         )
 
 
@@ -198,19 +203,17 @@ def run_finals(
 
 
 class Progress:
-    """One bar over the suite's epochs (tuning trials and final trainings), plus a log line per
-    finished unit; ``quiet`` keeps the lines and drops the bar."""
+    """One bar over the suite's work (tuning trials and final trainings: epochs, or seconds of
+    budgeted runs), plus a log line per finished unit; ``quiet`` keeps the lines and drops the
+    bar."""
 
-    def __init__(self, total: int, done: int, quiet: bool):
-        self.bar = tqdm(total=total, initial=done, unit="epoch", desc="suite", disable=quiet)
+    def __init__(self, total: int, done: int, quiet: bool, unit: str = "epoch"):
+        self.bar = tqdm(total=total, initial=done, unit=unit, desc="suite", disable=quiet)
         self.quiet = quiet
 
-    def epoch(self, epoch: int, stats: dict[str, float]) -> None:
-        self.bar.update(1)
-
-    def skip(self, epochs: int) -> None:
-        """Epochs a unit did not need (a pruned trial)."""
-        self.bar.update(epochs)
+    def add(self, work: int) -> None:
+        """Work done, or work a unit did not need (a pruned trial)."""
+        self.bar.update(work)
 
     def log(self, line: str) -> None:
         if self.quiet:
@@ -222,27 +225,30 @@ class Progress:
         self.bar.close()
 
 
-class EpochCounter:
-    """Trainer callback counting one unit's epochs on the bar; ``finish`` adds the epochs the unit
-    did not run (pruned early, failed, or resumed from a checkpoint)."""
+class WorkCounter:
+    """Trainer callback counting a run's work on the bar (epochs, or with ``seconds`` the seconds
+    of its budget used); ``finish`` adds the planned work the run did not do (pruned early,
+    failed, or resumed from a checkpoint)."""
 
-    def __init__(self, progress: Progress):
-        self.progress, self.seen = progress, 0
+    def __init__(self, progress: Progress, seconds: bool):
+        self.progress, self.seconds, self.seen = progress, seconds, 0
 
     def __call__(self, epoch: int, stats: dict[str, float]) -> None:
-        self.seen += 1
-        self.progress.epoch(epoch, stats)
+        work = round(stats["elapsed_seconds"]) - self.seen if self.seconds else 1
+        self.seen += work
+        self.progress.add(work)
 
     def finish(self, planned: int) -> None:
-        self.progress.skip(max(0, planned - self.seen))
+        self.progress.add(max(0, planned - self.seen))
         self.seen = 0
 
 
-def planned_work(units: list[Unit]) -> tuple[int, int]:
-    """Total epochs of the suite and how many are done already (from Optuna's storage)."""
+def planned_work(units: list[Unit]) -> tuple[int, int, str]:
+    """Total work of the suite, how much is done already (from Optuna's storage) and its unit:
+    epochs, seconds where every run has a time budget."""
     total = done = 0
     for unit in units:
-        trial_epochs, final_epochs = unit.epochs()
+        (trial_epochs, _), (final_epochs, _) = unit.work()
         total += unit.suite.trials * trial_epochs + len(unit.suite.seeds) * final_epochs
         with contextlib.suppress(KeyError):
             study = optuna.load_study(study_name=unit.study, storage=open_storage(unit.storage))
@@ -253,7 +259,12 @@ def planned_work(units: list[Unit]) -> tuple[int, int]:
             )
             finished = sum(v != "pending" for v in seed_states(final).values())
             done += finished * final_epochs
-    return total, min(done, total)
+    budgeted = [b for u in units for (_, b) in u.work()[int(not u.suite.trials) :]]
+    return (
+        total,
+        min(done, total),
+        "s" if all(budgeted) else "epoch" if not any(budgeted) else "work",
+    )
 
 
 @dataclass
@@ -288,11 +299,11 @@ def run_suite(
         Unit(suite, dataset, approach, storage, run or RunOptions(), data_dir)
         for dataset, approach in suite.pairs
     ]
-    total, done = planned_work(units)
+    total, done, unit = planned_work(units)
     threads = max(1, torch.get_num_threads() // workers)
     with worker_processes(_worker, (units, threads), workers - 1, gpus):
         torch.set_num_threads(threads)
-        progress = Progress(total, done, quiet)
+        progress = Progress(total, done, quiet, unit)
         try:
             return work_on(units, progress)
         finally:
@@ -322,25 +333,32 @@ class UnitRun:
     def __init__(self, unit: Unit, progress: Progress, outcome: SuiteOutcome):
         self.unit, self.progress, self.outcome = unit, progress, outcome
         self.label = f"{unit.dataset} {unit.approach}"
-        self.trial_epochs, self.final_epochs = unit.epochs()
-        self.counter = EpochCounter(progress)
+        (self.trial_work, trial_seconds), (self.final_work, final_seconds) = unit.work()
+        self.trial_counter = WorkCounter(progress, trial_seconds)
+        self.final_counter = WorkCounter(progress, final_seconds)
         self.best: dict[str, Any] | None = None
         self.source = ""
 
     def trial_done(self, trial: optuna.trial.FrozenTrial) -> None:
-        self.counter.finish(self.trial_epochs)
-        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        self.trial_counter.finish(self.trial_work)
+        attrs = trial.user_attrs
+        score = (
+            f"val CER {attrs['val_cer']:.2%}, val acc {attrs['val_seq_acc']:.2%}"
+            if "val_cer" in attrs
+            else "no score"
+        )
         self.progress.log(
             f"tune  {self.label} trial {trial.number}: {trial.state.name.lower()}, "
-            f"val seq acc {value} ({len(trial.intermediate_values)} epochs)"
+            f"{score} ({len(trial.intermediate_values)} epochs)"
         )
 
     def seed_done(self, seed: int, state: str, detail: Any) -> None:
-        self.counter.finish(self.final_epochs)
+        self.final_counter.finish(self.final_work)
         if state == "complete":
             self.progress.log(
-                f"final {self.label} seed {seed}: test seq acc {detail.test['seq_acc']:.4f}, "
-                f"CER {detail.test['cer']:.4f} ({detail.train_seconds:.0f} s)"
+                f"final {self.label} seed {seed}: test seq acc {detail.test['seq_acc']:.2%}, "
+                f"CER {detail.test['cer']:.2%} ({detail.train_seconds:.0f} s, "
+                f"{len(detail.history)} epochs)"
             )
         else:
             self.progress.log(f"final {self.label} seed {seed}: FAILED: {detail}")
@@ -351,7 +369,9 @@ class UnitRun:
         try:
             if unit.suite.trials and self.best is None:
                 cfg = unit.tune_config()
-                if not work(cfg, callbacks=(self.counter,), on_trial=self.trial_done, wait=False):
+                if not work(
+                    cfg, callbacks=(self.trial_counter,), on_trial=self.trial_done, wait=False
+                ):
                     return False
             if self.best is None:
                 self.best, self.source = unit.best_params()
@@ -359,7 +379,7 @@ class UnitRun:
                     f"final {self.label}: parameters from {self.source}: {self.best or 'defaults'}"
                 )
             states = run_finals(
-                unit, self.best, callbacks=(self.counter,), on_done=self.seed_done, wait=False
+                unit, self.best, callbacks=(self.final_counter,), on_done=self.seed_done, wait=False
             )
         except KeyboardInterrupt:
             raise
@@ -392,8 +412,12 @@ def summary_table(suite: Suite) -> pd.DataFrame:
     table = pd.concat(frames, ignore_index=True)
 
     def pm(col: str) -> pd.Series:
-        half = table[f"{col}_half"].map(lambda v: "" if pd.isna(v) else f" ± {v:.2%}")
-        return table[col].map("{:.2%}".format) + half
+        """``mean (low–high)``: the interval as its bounds, inside [0, 100%] by construction."""
+        bounds = [
+            "" if pd.isna(low) else f" ({low:.2%}–{high:.2%})"
+            for low, high in zip(table[f"{col}_low"], table[f"{col}_high"], strict=True)
+        ]
+        return table[col].map("{:.2%}".format) + bounds
 
     return pd.DataFrame(
         {

@@ -11,10 +11,11 @@ from typing import Any
 import yaml
 
 from bench.approaches import get_approach, list_approaches
+from bench.study import parse_workers
 from bench.tune import PRUNERS, SAMPLERS
 
 SUITE_KEYS = {"description", "datasets", "approaches", "seeds", "split_seed", "set", "tuning"}
-SUITE_KEYS |= {"final", "experiment", "log_models"}
+SUITE_KEYS |= {"final", "experiment", "log_models", "workers"}
 SHIPPED = Path(__file__).resolve().parents[2] / "experiments"
 STAGE_KEYS = {"tuning": {"trials", "set", "pruner", "sampler"}, "final": {"set"}}
 
@@ -40,6 +41,7 @@ class Suite:
     split_seed: int = 0
     experiment: str = ""
     log_models: bool = False
+    workers: int | str = 1  # processes on one machine unless --workers says otherwise
     description: str = ""
     digest: str = ""
 
@@ -57,8 +59,11 @@ class Suite:
     def final_overrides(self, best: dict[str, Any]) -> dict[str, Any]:
         return {**self.common_set, **best, **self.final_set}
 
-    def epochs(self, approach: str, overrides: dict[str, Any]) -> int:
-        return int(get_approach(approach).resolve(overrides)["epochs"])
+    def work(self, approach: str, overrides: dict[str, Any]) -> tuple[int, bool]:
+        """What one run counts on the suite's bar: its budget's seconds (and True), else its
+        epochs (and False)."""
+        hp = get_approach(approach).resolve(overrides)
+        return (round(hp["budget"]), True) if hp["budget"] else (int(hp["epochs"]), False)
 
 
 def default_suite() -> str:
@@ -116,6 +121,7 @@ def load_suite(name: str | Path) -> Suite:
         split_seed=check.integer(raw, "split_seed", 0),
         experiment=check.text(raw, "experiment", path.stem),
         log_models=check.boolean(raw, "log_models", False),
+        workers=check.workers(raw),
         description=check.text(raw, "description", ""),
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
@@ -136,6 +142,13 @@ class Checker:
 
     def fail(self, key: str, value: Any, wanted: str) -> SuiteError:
         return SuiteError(f"{self.path}: {key} must be {wanted}, got {value!r}")
+
+    def workers(self, raw: dict) -> int | str:
+        value = raw.get("workers", 1)
+        try:
+            return parse_workers(str(value))
+        except ValueError:
+            raise self.fail("workers", value, "a positive count or auto") from None
 
     def mapping(self, raw: dict, key: str, label: str | None = None) -> dict[str, Any]:
         value = raw.get(key)
