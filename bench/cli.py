@@ -229,7 +229,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     )
     report = study_report(tune(cfg, workers, gpus))
     for key, value in report.items():
-        print(f"{key:12}  {value}")
+        shown = f"{value:.2%}" if key.startswith("best_val_") and value is not None else value
+        print(f"{key:16}  {shown}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -544,7 +544,9 @@ def test_an_approach_keeps_its_colour_in_every_figure():
     builders = {
         "learning": lambda n: figures.learning_curves_figure(curves(n)).axes[1],
         "time": lambda n: figures.time_curves_figure(figures.time_bands(curves(n))).axes[0],
-        "cost": lambda n: figures.cost_scatter_figure(table(n)).axes[-1],
+        "cost": lambda n: next(  # the legend sits beside the last panel that has points
+            a for a in figures.cost_scatter_figure(table(n)).axes if a.get_legend()
+        ),
         "slices": lambda n: figures.slice_bars_figure(slices(n)).axes[0],
     }
     for name, build in builders.items():
@@ -553,6 +555,10 @@ def test_an_approach_keeps_its_colour_in_every_figure():
             assert part[approach] == full[approach] == figures.approach_colour(approach), name
         assert len({full[a] for a in everyone}) == len(everyone), name
     assert figures.approach_colour(everyone[0]) == to_hex(matplotlib.colormaps["tab10"](0))
+    # equal FLOPs and an equal time budget: those panels are one line each, not a column of dots
+    _, flops, seconds = figures.cost_scatter_figure(table(everyone)).axes
+    for ax, text in ((flops, "FLOPs per image: 1,000,000"), (seconds, "training time (s): 60")):
+        assert not ax.axison and ax.texts[0].get_text() == f"{text}\nfor every approach"
 
 
 def test_axes_in_percent_integers_and_readable_logs():

@@ -203,6 +203,9 @@ def test_a_budgeted_suite_counts_seconds_and_sets_its_workers(tmp_path):
     counter(0, {"elapsed_seconds": 60.0})  # a pruned run: its unused budget is added at the end
     counter.finish(180)
     assert progress.bar.n == 360
+    progress.recount = lambda: 900  # other workers finished runs meanwhile (the storage says)
+    counter.finish(180)
+    assert progress.bar.n == 900  # 360 + this run's 180, caught up to the storage's 900
     progress.close()
     epochs = load_suite(write_suite(tmp_path, "approaches: [crnn]\nset: {epochs: 4}\n"))
     assert planned_work([Unit(epochs, "captcha-v2", "crnn", units[0].storage)])[2] == "epoch"

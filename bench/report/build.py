@@ -83,8 +83,8 @@ def image_counts(comparison: Comparison, run_id: str) -> pd.DataFrame | None:
 
 def leaderboard(comparison: Comparison, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per approach: test metrics as the mean over seeds with a 95% bootstrap interval
-    (test images resampled within each seed, :func:`~bench.report.stats.bootstrap_ratio`: it
-    stays inside [0, 100%]), costs, epochs to 90/95% and training seconds to 50/90% validation
+    (seeds, then each seed's test images resampled: :func:`~bench.report.stats.bootstrap_ratio`,
+    inside [0, 100%]), costs, epochs to 90/95% and training seconds to 50/90% validation
     sequence accuracy (mean over the seeds that reached it, with how many did)."""
     rows = []
     for approach, group in runs.groupby("tags.approach"):

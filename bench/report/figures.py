@@ -167,14 +167,23 @@ def cost_scatter_figure(table: pd.DataFrame) -> plt.Figure:
     palette = approach_palette(table.approach)
     order = approach_order(table.approach)
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
+    drawn = []
     for ax, (column, label) in zip(axes, costs, strict=True):
         data = table[table[column] > 0].dropna(subset=[column])
-        if data.empty:
-            ax.text(
-                0.5, 0.5, f"no {label} logged", ha="center", va="center", transform=ax.transAxes
+        same = not data.empty and data[column].max() <= 1.02 * data[column].min()
+        if data.empty or same:  # an equal time budget: every run trained as long
+            note = f"no {label} logged" if data.empty else f"{label}: {data[column].min():,.0f}"
+            ax.text(  # right-aligned: the legend may take the panel's left
+                0.98,
+                0.5,
+                f"{note}\nfor every approach",
+                ha="right",
+                va="center",
+                transform=ax.transAxes,
             )
-            ax.set_xticks([])
+            ax.set_axis_off()
             continue
+        drawn.append(ax)
         for row in data.itertuples():
             low, high = getattr(row, "seq_acc_low", np.nan), getattr(row, "seq_acc_high", np.nan)
             if not (pd.isna(low) or pd.isna(high)):
@@ -196,7 +205,6 @@ def cost_scatter_figure(table: pd.DataFrame) -> plt.Figure:
             palette=palette,
             s=90,
             ax=ax,
-            legend=ax is axes[-1],
             zorder=3,
         )
         front = pareto_front(data[column].tolist(), data.seq_acc.tolist())
@@ -211,7 +219,10 @@ def cost_scatter_figure(table: pd.DataFrame) -> plt.Figure:
         ax.set_xlabel(label)
         ax.set_ylabel("test sequence accuracy")
     percent_axis(axes[0].yaxis)
-    side_legend(axes[-1])
+    for ax in drawn[:-1]:
+        ax.get_legend().remove()
+    if drawn:
+        side_legend(drawn[-1])
     return figure
 
 

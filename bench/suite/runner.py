@@ -207,13 +207,26 @@ class Progress:
     budgeted runs), plus a log line per finished unit; ``quiet`` keeps the lines and drops the
     bar."""
 
-    def __init__(self, total: int, done: int, quiet: bool, unit: str = "epoch"):
+    def __init__(
+        self,
+        total: int,
+        done: int,
+        quiet: bool,
+        unit: str = "epoch",
+        recount: Callable[[], int] | None = None,
+    ):
         self.bar = tqdm(total=total, initial=done, unit=unit, desc="suite", disable=quiet)
-        self.quiet = quiet
+        self.quiet, self.recount = quiet, recount
 
     def add(self, work: int) -> None:
         """Work done, or work a unit did not need (a pruned trial)."""
         self.bar.update(work)
+
+    def run_finished(self) -> None:
+        """Catch up with the work other workers finished (``recount``: read from the storage),
+        so the bar and its ETA cover the whole suite, not this process's share."""
+        if self.recount is not None and (done := self.recount()) > self.bar.n:
+            self.bar.update(done - self.bar.n)
 
     def log(self, line: str) -> None:
         if self.quiet:
@@ -240,6 +253,7 @@ class WorkCounter:
 
     def finish(self, planned: int) -> None:
         self.progress.add(max(0, planned - self.seen))
+        self.progress.run_finished()
         self.seen = 0
 
 
@@ -303,7 +317,7 @@ def run_suite(
     threads = max(1, torch.get_num_threads() // workers)
     with worker_processes(_worker, (units, threads), workers - 1, gpus):
         torch.set_num_threads(threads)
-        progress = Progress(total, done, quiet, unit)
+        progress = Progress(total, done, quiet, unit, lambda: planned_work(units)[1])
         try:
             return work_on(units, progress)
         finally:
