@@ -336,6 +336,7 @@ def test_moving_a_schedule_by_position_equals_stepping_it(schedule):
         run = type("Run", (), {"schedule": make_schedule(cfg, optimizer, 4), "static": None})
         values = []
         for step in range(1, 13):
+            optimizer.step()  # (no gradients: nothing moves; the schedule's order is kept)
             step_schedule(run, position=step if by_position else None)
             values.append(optimizer.param_groups[0]["lr"])
         return values
