@@ -261,8 +261,10 @@ def planned_work(units: list[Unit]) -> tuple[int, int, str]:
     """Total work of the suite, how much is done already (from Optuna's storage) and its unit:
     epochs, seconds where every run has a time budget."""
     total = done = 0
+    budgeted: list[bool] = []  # per kind of run the suite has: a time budget or epochs
     for unit in units:
-        (trial_epochs, _), (final_epochs, _) = unit.work()
+        (trial_epochs, trial_budget), (final_epochs, final_budget) = unit.work()
+        budgeted += [trial_budget, final_budget] if unit.suite.trials else [final_budget]
         total += unit.suite.trials * trial_epochs + len(unit.suite.seeds) * final_epochs
         with contextlib.suppress(KeyError):
             study = optuna.load_study(study_name=unit.study, storage=open_storage(unit.storage))
@@ -273,7 +275,6 @@ def planned_work(units: list[Unit]) -> tuple[int, int, str]:
             )
             finished = sum(v != "pending" for v in seed_states(final).values())
             done += finished * final_epochs
-    budgeted = [b for u in units for (_, b) in u.work()[int(not u.suite.trials) :]]
     return (
         total,
         min(done, total),
