@@ -146,3 +146,29 @@ def test_lstm_columns_carries_its_state_across_training_batches():
     stateless.train()
     stateless(x)
     assert all(getattr(m, "state", None) is None for m in stateless.modules())
+
+
+@pytest.mark.parametrize("name, width", [("crnn", 100), ("crnn-modified", 176)])
+def test_source_001_models_compute_what_the_reference_loop_computes(name, width):
+    """bench's model and the notebook's class (experiments/reference_001.py), given the same
+    weights, give the same logits: the reproduction gap is not the architecture."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "experiments" / "reference_001.py"
+    module_spec = importlib.util.spec_from_file_location("reference_001", path)
+    reference = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(reference)
+    theirs = reference.RECIPES[name][0](37)
+    mine, defaults = create_model(name, num_classes=37, max_len=5)
+    _, ref_width, *ref_recipe = reference.RECIPES[name]
+    assert defaults["width"] == ref_width == width
+    assert [defaults[k] for k in ("batch_size", "lr", "epochs")] == ref_recipe
+    assert [p.shape for p in mine.state_dict().values()] == [
+        p.shape for p in theirs.state_dict().values()
+    ]
+    mine.load_state_dict(dict(zip(mine.state_dict(), theirs.state_dict().values(), strict=True)))
+    mine.eval(), theirs.eval()
+    x = torch.rand(2, 1, 32, width) * 255
+    with torch.no_grad():
+        assert torch.allclose(mine(x), theirs(x).transpose(0, 1), atol=1e-5)

@@ -1,0 +1,181 @@
+"""Source 001's CTC loop as the notebook wrote it, on the benchmark's source split.
+
+A reference to hold ``bench`` against: the notebook's ``OCRDataset`` (PIL per item, raw 0..255
+floats), ``CRNN`` / ``ModifiedCRNN``, ``Adadelta``, ``CTCLoss(zero_infinity=True)``, gradient
+clipping at 3, a shuffled ``DataLoader`` without ``drop_last``, greedy decoding and torchmetrics'
+``char_error_rate`` -- copied from ``../shared/seeds/001``, plotting left out. Only the file
+lists come from ``bench`` (``make_holdout_split``, the split ``--set split=source`` trains on), so
+both loops see the same images::
+
+    python experiments/reference_001.py --model crnn-modified --seed 0 --out ref.json
+
+prints a line per epoch and writes the test CER, sequence accuracy and predictions as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import string
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as f
+from PIL import Image
+from torchmetrics.functional.text import char_error_rate
+
+from bench.approaches.recipes import SOURCE_001_HOLDOUT
+from bench.data.store import make_holdout_split
+
+CHARS = string.digits + string.ascii_lowercase
+CHAR_TO_LABEL = {char: label for label, char in enumerate(CHARS, start=1)}
+LABEL_TO_CHAR = {label: char for char, label in CHAR_TO_LABEL.items()}
+
+
+class OCRDataset(torch.utils.data.Dataset):
+    """The notebook's dataset, over a given list of files."""
+
+    def __init__(self, root: Path, files: list[str], width: int, height: int = 32):
+        self.root, self.files, self.width, self.height = root, files, width, height
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, idx: int):
+        image = Image.open(self.root / self.files[idx])
+        image = image.resize((self.width, self.height)).convert("L")
+        image = torch.from_numpy(np.array(image).astype(np.float32)).unsqueeze(0)
+        target = torch.LongTensor([CHAR_TO_LABEL[x] for x in self.files[idx].split(".")[0]])
+        return image, target
+
+
+def conv(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=kernel, stride=stride, padding=padding)
+
+
+class Columns(nn.Module):
+    """The notebook's forward: convs, columns as a (T, N, C) sequence, 2-layer BiLSTM, linear."""
+
+    def __init__(self, conv_layers: nn.Sequential, channels: int, num_classes: int):
+        super().__init__()
+        self.conv_layers = conv_layers
+        self.rec_layers = nn.LSTM(channels, 256, bidirectional=True, num_layers=2)
+        self.clf_layer = nn.Linear(2 * 256, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_layers(x)
+        batch_size, ch_num, height, width = x.size()
+        x = x.view(batch_size, ch_num * height, width).permute(2, 0, 1)
+        x, _ = self.rec_layers(x)
+        return self.clf_layer(x)
+
+
+def crnn(num_classes: int) -> nn.Module:
+    """``CRNN`` (In [112]), input 32x100, 24 steps."""
+    layers = nn.Sequential(
+        conv(1, 64), nn.MaxPool2d(2, 2), nn.ReLU(),
+        conv(64, 128), nn.MaxPool2d(2, 2), nn.ReLU(),
+        conv(128, 256), nn.ReLU(),
+        conv(256, 256), nn.MaxPool2d(kernel_size=(2, 1)), nn.ReLU(),
+        conv(256, 512), nn.ReLU(),
+        nn.BatchNorm2d(512), conv(512, 512), nn.ReLU(),
+        nn.BatchNorm2d(512), nn.MaxPool2d(kernel_size=(2, 1)), conv(512, 512, 2, padding=0),
+    )  # fmt: skip
+    return Columns(layers, 512, num_classes)
+
+
+def modified_crnn(num_classes: int) -> nn.Module:
+    """``ModifiedCRNN`` (In [113]), input 32x176, 10 steps."""
+    layers = nn.Sequential(
+        conv(1, 64), nn.MaxPool2d(2, 2), nn.ReLU(),
+        conv(64, 128, stride=2), nn.ReLU(),
+        nn.BatchNorm2d(128), conv(128, 256, stride=2), nn.ReLU(),
+        nn.BatchNorm2d(256), conv(256, 256, stride=2), nn.ReLU(),
+        nn.BatchNorm2d(256), conv(256, 256, 2, padding=0),
+    )  # fmt: skip
+    return Columns(layers, 256, num_classes)
+
+
+# model, input width, batch, Adadelta lr, epochs: the notebook's In [156]-[95] and [116]-[123]
+RECIPES = {
+    "crnn": (crnn, 100, 8, 0.08, 60),
+    "crnn-modified": (modified_crnn, 176, 128, 1.2, 40),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(RECIPES), default="crnn-modified")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed (init and shuffling)")
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=None, help="folder of captcha PNGs")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    root = args.data_dir or Path(os.environ["BENCH_DATA_DIR"]) / "captcha_images_v2"
+    build, width, batch_size, lr, epochs = RECIPES[args.model]
+
+    files = sorted(p.name for p in root.glob("*.png"))
+    split = make_holdout_split(files, args.split_seed, SOURCE_001_HOLDOUT[args.model])
+    train_set = OCRDataset(root, [files[i] for i in split.train.tolist()], width)
+    test_set = OCRDataset(root, [files[i] for i in split.test.tolist()], width)
+    torch.manual_seed(args.seed)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True)
+    test_loader = torch.utils.data.DataLoader(test_set, batch_size=len(test_set), shuffle=False)
+
+    model = build(len(CHAR_TO_LABEL) + 1)
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=lr)
+    criterion = nn.CTCLoss(zero_infinity=True)
+    history = []
+    for epoch in range(epochs):
+        start, losses = time.perf_counter(), []
+        model.train()
+        for images, targets in train_loader:
+            log_probas = f.log_softmax(model(images), dim=2)
+            input_lengths = torch.LongTensor([log_probas.size(0)] * log_probas.size(1))
+            target_lengths = torch.LongTensor([5 for _ in range(len(images))])
+            loss = criterion(log_probas, targets, input_lengths, target_lengths)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+            optimizer.step()
+            losses.append(loss.item())
+        seconds = time.perf_counter() - start
+        history.append({"train_loss": float(np.mean(losses)), "seconds": seconds})
+        print(
+            f"{args.model} seed {args.seed} epoch {epoch + 1}/{epochs}: "
+            f"train loss {history[-1]['train_loss']:.4f}, {seconds:.1f} s",
+            flush=True,
+        )
+
+    model.eval()
+    predictions, truth = [], []
+    with torch.no_grad():
+        for images, targets in test_loader:
+            log_probas = f.log_softmax(model(images), dim=2)
+            for pred_probas, true_res in zip(log_probas.permute((1, 0, 2)), targets, strict=True):
+                pred = torch.unique_consecutive(torch.argmax(pred_probas, axis=1))
+                predictions.append("".join(LABEL_TO_CHAR.get(e.item(), "") for e in pred))
+                truth.append("".join(LABEL_TO_CHAR[e.item()] for e in true_res))
+    result = {
+        "model": args.model,
+        "seed": args.seed,
+        "split_seed": args.split_seed,
+        "n_train": len(train_set),
+        "n_test": len(test_set),
+        "test_cer": char_error_rate(predictions, truth).item(),
+        "test_seq_acc": float(np.mean([p == t for p, t in zip(predictions, truth, strict=True)])),
+        "train_seconds": sum(h["seconds"] for h in history),
+        "history": history,
+        "predictions": dict(zip(test_set.files, predictions, strict=True)),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"test CER {result['test_cer']:.2%}, sequence accuracy {result['test_seq_acc']:.2%}")
+
+
+if __name__ == "__main__":
+    main()
