@@ -9,7 +9,13 @@ both loops see the same images::
 
     python experiments/reference_001.py --model crnn-modified --seed 0 --out ref.json
 
-prints a line per epoch and writes the test CER, sequence accuracy and predictions as JSON.
+prints a line per epoch and writes the test CER, sequence accuracy and predictions as JSON (the
+fields ``bench compare`` writes them in). ``--table`` pairs such runs with ``bench``'s on the same
+test images and seeds, as ``bench ablate`` does::
+
+    python experiments/reference_001.py --table comparison.md \
+        --runs reports/reproduction/crnn-modified-captcha-v2-seed*.json \
+        --reference-runs reports/reproduction/reference-001/crnn-modified-seed*.json
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch.nn.functional as f
 from PIL import Image
 from torchmetrics.functional.text import char_error_rate
 
+from bench.ablate import ablation_table, markdown
 from bench.approaches.recipes import SOURCE_001_HOLDOUT
 from bench.data.store import make_holdout_split
 
@@ -107,14 +114,32 @@ RECIPES = {
 }
 
 
+def write_table(out: Path, runs: list[Path], reference_runs: list[Path]) -> None:
+    """bench's runs against the reference loop's, paired by seed on the same test images."""
+    records = {
+        loop: [json.loads(p.read_text()) for p in paths]
+        for loop, paths in (("bench", runs), ("notebook", reference_runs))
+    }
+    text = markdown(ablation_table("loop", records))
+    out.write_text(text)
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=sorted(RECIPES), default="crnn-modified")
     parser.add_argument("--seed", type=int, default=0, help="torch seed (init and shuffling)")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=None, help="folder of captcha PNGs")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help="result file of the run")
+    parser.add_argument("--table", type=Path, help="write the comparison table here instead")
+    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="bench's result files")
+    parser.add_argument("--reference-runs", type=Path, nargs="*", default=[])
     args = parser.parse_args()
+    if args.table:
+        return write_table(args.table, args.runs, args.reference_runs)
+    if args.out is None:
+        parser.error("--out is required to train")
     root = args.data_dir or Path(os.environ["BENCH_DATA_DIR"]) / "captcha_images_v2"
     build, width, batch_size, lr, epochs = RECIPES[args.model]
 
@@ -170,7 +195,10 @@ def main() -> None:
         "test_seq_acc": float(np.mean([p == t for p, t in zip(predictions, truth, strict=True)])),
         "train_seconds": sum(h["seconds"] for h in history),
         "history": history,
-        "predictions": dict(zip(test_set.files, predictions, strict=True)),
+        "predictions": [
+            {"file": name, "label": label, "prediction": pred, "correct": pred == label}
+            for name, label, pred in zip(test_set.files, truth, predictions, strict=True)
+        ],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
