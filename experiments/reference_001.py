@@ -114,6 +114,20 @@ RECIPES = {
 }
 
 
+@torch.no_grad()
+def evaluate(model: nn.Module, test_loader) -> tuple[list[str], list[str]]:
+    """Greedy CTC decoding of the test set as the notebook does it: predictions, labels."""
+    model.eval()
+    predictions, truth = [], []
+    for images, targets in test_loader:
+        log_probas = f.log_softmax(model(images), dim=2)
+        for pred_probas, true_res in zip(log_probas.permute((1, 0, 2)), targets, strict=True):
+            pred = torch.unique_consecutive(torch.argmax(pred_probas, axis=1))
+            predictions.append("".join(LABEL_TO_CHAR.get(e.item(), "") for e in pred))
+            truth.append("".join(LABEL_TO_CHAR[e.item()] for e in true_res))
+    return predictions, truth
+
+
 def write_table(out: Path, runs: list[Path], reference_runs: list[Path]) -> None:
     """bench's runs against the reference loop's, paired by seed on the same test images."""
     records = {
@@ -169,22 +183,25 @@ def main() -> None:
             optimizer.step()
             losses.append(loss.item())
         seconds = time.perf_counter() - start
-        history.append({"train_loss": float(np.mean(losses)), "seconds": seconds})
+        predictions, truth = evaluate(model, test_loader)  # the notebook tests every epoch
+        history.append(
+            {
+                "train_loss": float(np.mean(losses)),
+                "val_seq_acc": float(
+                    np.mean([p == t for p, t in zip(predictions, truth, strict=True)])
+                ),
+                "val_cer": char_error_rate(predictions, truth).item(),
+                "seconds": seconds,
+            }
+        )
         print(
             f"{args.model} seed {args.seed} epoch {epoch + 1}/{epochs}: "
-            f"train loss {history[-1]['train_loss']:.4f}, {seconds:.1f} s",
+            f"train loss {history[-1]['train_loss']:.4f}, "
+            f"test acc {history[-1]['val_seq_acc']:.2%}, {seconds:.1f} s",
             flush=True,
         )
 
-    model.eval()
-    predictions, truth = [], []
-    with torch.no_grad():
-        for images, targets in test_loader:
-            log_probas = f.log_softmax(model(images), dim=2)
-            for pred_probas, true_res in zip(log_probas.permute((1, 0, 2)), targets, strict=True):
-                pred = torch.unique_consecutive(torch.argmax(pred_probas, axis=1))
-                predictions.append("".join(LABEL_TO_CHAR.get(e.item(), "") for e in pred))
-                truth.append("".join(LABEL_TO_CHAR[e.item()] for e in true_res))
+    predictions, truth = evaluate(model, test_loader)
     result = {
         "model": args.model,
         "seed": args.seed,
