@@ -114,6 +114,19 @@ RECIPES = {
 }
 
 
+def train_step(model: nn.Module, optimizer, criterion, images, targets) -> float:
+    """The notebook's training step on one batch; returns its loss."""
+    log_probas = f.log_softmax(model(images), dim=2)
+    input_lengths = torch.LongTensor([log_probas.size(0)] * log_probas.size(1))
+    target_lengths = torch.LongTensor([5 for _ in range(len(images))])
+    loss = criterion(log_probas, targets, input_lengths, target_lengths)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+    optimizer.step()
+    return loss.item()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, test_loader) -> tuple[list[str], list[str]]:
     """Greedy CTC decoding of the test set as the notebook does it: predictions, labels."""
@@ -173,15 +186,7 @@ def main() -> None:
         start, losses = time.perf_counter(), []
         model.train()
         for images, targets in train_loader:
-            log_probas = f.log_softmax(model(images), dim=2)
-            input_lengths = torch.LongTensor([log_probas.size(0)] * log_probas.size(1))
-            target_lengths = torch.LongTensor([5 for _ in range(len(images))])
-            loss = criterion(log_probas, targets, input_lengths, target_lengths)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
-            optimizer.step()
-            losses.append(loss.item())
+            losses.append(train_step(model, optimizer, criterion, images, targets))
         seconds = time.perf_counter() - start
         predictions, truth = evaluate(model, test_loader)  # the notebook tests every epoch
         history.append(
