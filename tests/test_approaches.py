@@ -221,3 +221,47 @@ def test_source_001_training_steps_are_the_reference_loops_steps(name, captcha_v
         run.model.state_dict().items(), after.values(), start.values(), strict=True
     ):  # float rounding grows ~20x a step (the loop is chaotic): within 5% of the way moved
         assert (a - b).float().norm() <= 0.05 * (b - b0).float().norm(), key
+
+
+def fastai_xresnet50_file(folder) -> dict[str, torch.Tensor]:
+    """A stand-in for fastai's ``xrn50_940.pth`` in torch hub's cache: its stem under fastai's
+    names, a block and the classifier under the file's older names."""
+    model: dict[str, torch.Tensor] = {"4.0.convs.0.0.weight": torch.rand(64, 64, 1, 1)}
+    for i, (cin, cout) in enumerate([(3, 32), (32, 32), (32, 64)]):
+        model[f"{i}.0.weight"] = torch.rand(cout, cin, 3, 3)
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            model[f"{i}.1.{key}"] = torch.rand(cout)
+        model[f"{i}.1.num_batches_tracked"] = torch.tensor(7)
+    model["10.weight"] = torch.rand(1000, 2048)
+    (folder / "checkpoints").mkdir(parents=True)
+    torch.save({"model": model, "opt": {}}, folder / "checkpoints" / "xrn50_940.pth")
+    return model
+
+
+def test_fastai_stem_loads_what_source_000s_pretrained_xresnet34_loaded(tmp_path, monkeypatch):
+    """Only the stem's 3 conv + BN layers come from the file; the blocks stay as initialised."""
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    theirs = fastai_xresnet50_file(tmp_path)
+    torch.manual_seed(0)
+    scratch, _ = create_model("multihead", num_classes=20, max_len=5)
+    torch.manual_seed(0)
+    model, hp = create_model("multihead", num_classes=20, max_len=5, fastai_stem=True)
+    assert hp["fastai_stem"] is True and get_approach("poolfree").defaults["fastai_stem"] is False
+    body, mine = model[0].state_dict(), scratch[0].state_dict()
+    assert torch.equal(body["conv1.0.weight"], theirs["0.0.weight"])
+    assert torch.equal(body["conv1.6.weight"], theirs["2.0.weight"])
+    assert torch.equal(body["bn1.running_var"], theirs["2.1.running_var"])
+    assert torch.equal(body["conv1.4.bias"], theirs["1.1.bias"])
+    changed = {k for k in body if not torch.equal(body[k], mine[k])}
+    assert changed and all(k.startswith(("conv1.", "bn1.")) for k in changed)
+    with pytest.raises(ValueError, match="ResNet-D deep stem"):
+        create_model("poolfree", num_classes=20, max_len=5, backbone="resnet18", fastai_stem=True)
+
+
+def test_fastai_stem_without_the_file_or_network_says_where_to_put_it(tmp_path, monkeypatch):
+    from bench.approaches import layers
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    monkeypatch.setattr(layers, "FASTAI_XRESNET50", (tmp_path / "absent" / "x.pth").as_uri())
+    with pytest.raises(RuntimeError, match=f"cannot fetch file://.*put the file in {tmp_path}"):
+        create_model("multihead", num_classes=20, max_len=5, fastai_stem=True)

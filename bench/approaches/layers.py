@@ -20,6 +20,50 @@ def timm_body(backbone: str, pretrained: bool, channels: int) -> nn.Module:
     )
 
 
+FASTAI_XRESNET50 = "https://s3.amazonaws.com/fast-ai-modelzoo/xrn50_940.pth"
+# fastai's stem (three ConvLayers: conv, BN) -> timm's ResNet-D deep stem
+FASTAI_STEM = {
+    "0.0": "conv1.0",
+    "0.1": "conv1.1",
+    "1.0": "conv1.3",
+    "1.1": "conv1.4",
+    "2.0": "conv1.6",
+    "2.1": "bn1",
+}
+
+
+@torch.no_grad()
+def load_fastai_stem(body: nn.Module) -> nn.Module:
+    """The start source 000 had: its ``create_cnn_model(xresnet34, ...)`` (fastai's default
+    ``pretrained=True``) calls ``xresnet34(pretrained=True)``, which loads fastai's ImageNet
+    xresnet50 with ``strict=False``; only the stem's three conv + BN layers match by name and
+    shape (the file's blocks use the older names ``convs`` and ``idconv``), the rest stays random.
+    Downloaded once into torch hub's cache, where a copy can also be put by hand."""
+    url = FASTAI_XRESNET50
+    try:
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=False)
+    except OSError as err:  # no network: URLError is an OSError
+        raise RuntimeError(
+            f"fastai_stem: cannot fetch {url} ({err}); put the file in "
+            f"{torch.hub.get_dir()}/checkpoints/ or run without fastai_stem"
+        ) from err
+    stem = {
+        f"{ours}.{key[len(theirs) + 1 :]}": value
+        for key, value in state["model"].items()
+        for theirs, ours in FASTAI_STEM.items()
+        if key.startswith(f"{theirs}.")
+    }
+    needed = {f"{ours}.{t}" for ours in FASTAI_STEM.values() for t in ("weight", "bias")}
+    needed -= {f"{FASTAI_STEM[conv]}.bias" for conv in ("0.0", "1.0", "2.0")}  # bias-free convs
+    result = body.load_state_dict(stem, strict=False)
+    if result.unexpected_keys or not needed <= stem.keys():
+        raise ValueError(
+            "fastai_stem needs a ResNet-D deep stem (e.g. backbone=resnet34d) and fastai's "
+            f"xresnet50 file; unmatched: {result.unexpected_keys or sorted(needed - stem.keys())}"
+        )
+    return body
+
+
 @torch.no_grad()
 def fastai_init(module: nn.Module) -> nn.Module:
     """fastai's initialisation: ``init_cnn`` (kaiming-normal, fan_in, on convolutions and linear

@@ -5,7 +5,7 @@ from __future__ import annotations
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
-from bench.approaches.layers import Positions, fastai_init, timm_body
+from bench.approaches.layers import Positions, fastai_init, load_fastai_stem, timm_body
 from bench.approaches.recipes import SOURCE_000_TRAINING
 from bench.approaches.registry import Approach, register
 
@@ -19,6 +19,7 @@ def build(
     *,
     backbone: str,
     pretrained: bool,
+    fastai_stem: bool,
     dropout: float,
 ) -> nn.Module:
     """timm body + fastai's ``create_head``: concat pool, BN, dropout, Linear(2F, 512), ReLU, BN,
@@ -27,6 +28,8 @@ def build(
     body = timm_body(backbone, pretrained, channels)
     if not pretrained:
         fastai_init(body)  # xresnet's own init_cnn
+    if fastai_stem:
+        load_fastai_stem(body)
     features = 2 * body.num_features
     head = nn.Sequential(
         SelectAdaptivePool2d(pool_type="catavgmax", flatten=True),
@@ -60,7 +63,7 @@ register(
         summary="timm CNN (resnet34d ~ xresnet34), pooled head emitting L x C, label-smoothing CE",
         build=build,
         train={**SOURCE_000_TRAINING, "label_smoothing": 0.1},
-        model=dict(backbone="resnet34d", pretrained=False, dropout=0.5),
+        model=dict(backbone="resnet34d", pretrained=False, fastai_stem=False, dropout=0.5),
         search_space=search_space,
     )
 )

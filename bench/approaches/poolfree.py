@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.approaches.layers import Positions, fastai_init, output_shape, timm_body
+from bench.approaches.layers import (
+    Positions,
+    fastai_init,
+    load_fastai_stem,
+    output_shape,
+    timm_body,
+)
 from bench.approaches.recipes import SOURCE_000_TRAINING
 from bench.approaches.registry import Approach, register
 
@@ -18,6 +24,7 @@ def build(
     *,
     backbone: str,
     pretrained: bool,
+    fastai_stem: bool,
     dropout: float,
     hidden: int,
 ) -> nn.Module:
@@ -26,6 +33,8 @@ def build(
     body = timm_body(backbone, pretrained, channels)
     if not pretrained:
         fastai_init(body)  # xresnet's own init_cnn
+    if fastai_stem:
+        load_fastai_stem(body)
     flat = output_shape(body, channels, height, width)[1:].numel()  # 512 x 2 x 7 = 7168 at 50x200
     head = nn.Sequential(
         nn.Flatten(),
@@ -59,7 +68,9 @@ register(
         summary="the multihead body with the global pool removed and a flatten-MLP head",
         build=build,
         train={**SOURCE_000_TRAINING, "label_smoothing": 0.1},
-        model=dict(backbone="resnet34d", pretrained=False, dropout=0.5, hidden=1000),
+        model=dict(
+            backbone="resnet34d", pretrained=False, fastai_stem=False, dropout=0.5, hidden=1000
+        ),
         search_space=search_space,
     )
 )
