@@ -120,7 +120,7 @@ def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_
             total_steps=total_steps,
             pct_start=cfg.pct_start,
             div_factor=25.0,
-            final_div_factor=1e5,
+            final_div_factor=1e5 / 25.0,  # torch divides the start lr, fastai the peak
             cycle_momentum=cfg.optimizer in ("adam", "adamw", "sgd"),
             base_momentum=0.85,
             max_momentum=0.95,

@@ -350,6 +350,27 @@ def test_moving_a_schedule_by_position_equals_stepping_it(schedule):
         assert stepped[-1] == 0.0 and stepped[5] == pytest.approx(0.1 * (1 - 6 / 12))
 
 
+def test_onecycle_is_fastais_fit_one_cycle():
+    """fastai's ``combined_cos(pct_start, lr/div, lr, lr/div_final)`` with its moms: starts at
+    lr/25, peaks at lr after 25% of the steps, ends at lr/1e5 (torch's final factor divides the
+    start, not the peak); beta1 goes 0.95 -> 0.85 -> 0.95."""
+    from bench.hparams import TrainConfig
+    from bench.train import make_schedule
+
+    cfg = TrainConfig(epochs=10, schedule="onecycle", lr=3e-3, optimizer="adamw", pct_start=0.25)
+    optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=3e-3)
+    schedule = make_schedule(cfg, optimizer, 100)
+    lrs, betas = [], []
+    for _ in range(1000):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        betas.append(optimizer.param_groups[0]["betas"][0])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(3e-3 / 25) and max(lrs) == pytest.approx(3e-3, rel=1e-5)
+    assert lrs.index(max(lrs)) == 250 - 1 and lrs[-1] == pytest.approx(3e-3 / 1e5, rel=1e-3)
+    assert betas[0] == pytest.approx(0.95) and min(betas) == pytest.approx(0.85, rel=1e-5)
+
+
 def test_budgets_read_as_durations_and_bad_ones_are_named():
     from bench.hparams import parse_duration
 
