@@ -2,8 +2,9 @@
 
 Each run is a ``compare`` run (tracked in MLflow, a result file under ``OUT/KEY=VALUE/``); the
 table pairs every variant with the first on the same test images and seeds: the accuracy
-difference with a bootstrap interval that resamples images within seeds, and an exact McNemar test
-on the discordant images pooled over seeds.
+difference with a bootstrap interval that resamples images within seeds, an exact McNemar test
+on the discordant images pooled over seeds, and Welch's t-test on the seeds' accuracies (the
+images are not the only randomness: a run's training noise moves its accuracy too).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from bench.data import Dataset
 from bench.report.stats import bootstrap_mean, holm, mcnemar_exact
@@ -93,6 +95,9 @@ def ablation_table(key: str, records: dict[Any, list[dict[str, Any]]]) -> pd.Dat
                 "gained": gained,
                 "lost": lost,
                 "p": mcnemar_exact(gained, lost) if value != values[0] else np.nan,
+                "p_seeds": welch_p(records[values[0]], records[value])
+                if value != values[0]
+                else np.nan,
             }
         )
     table = pd.DataFrame(rows)
@@ -102,13 +107,22 @@ def ablation_table(key: str, records: dict[Any, list[dict[str, Any]]]) -> pd.Dat
     return table
 
 
+def welch_p(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> float:
+    """Welch's two-sided t-test on the two sets of per-seed accuracies (NaN below 2 seeds a side
+    or without any spread)."""
+    a, b = ([r["test_seq_acc"] for r in records] for records in (first, second))
+    if min(len(a), len(b)) < 2 or np.var(a) + np.var(b) == 0:
+        return np.nan
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
 def markdown(table: pd.DataFrame) -> str:
     """The table for a README: percentages, intervals, significance in words."""
     key = table.columns[0]
     lines = [
         f"| {key} | seeds | test seq acc (95% CI) | per seed | CER | vs first (95% CI) | "
-        "images gained / lost | McNemar p (Holm) |",
-        "|---|---|---|---|---|---|---|---|",
+        "images gained / lost | McNemar p (Holm) | Welch p over seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.to_dict("records"):
         paired = (
@@ -119,9 +133,10 @@ def markdown(table: pd.DataFrame) -> str:
         )
         p = "" if pd.isna(row["p"]) else f"{row.get('p_holm', row['p']):.3g}"
         lost = "" if pd.isna(row["p"]) else f"{row['gained']} / {row['lost']}"
+        welch = "" if pd.isna(row.get("p_seeds", np.nan)) else f"{row['p_seeds']:.3g}"
         lines.append(
             f"| {row[key]} | {row['seeds']} | {row['test_seq_acc']:.2%} ({row['acc_low']:.2%} "
             f"to {row['acc_high']:.2%}) | {row['per_seed']} | {row['test_cer']:.2%} | {paired} | "
-            f"{lost} | {p} |"
+            f"{lost} | {p} | {welch} |"
         )
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -259,6 +260,8 @@ def test_ablation_table_pairs_by_seed_and_counts_discordant_images():
     assert (b.gained, b.lost) == (4, 0) and b.acc_diff == 0.5
     assert b.p == 0.125  # exact McNemar: 4 discordant pairs, all one way
     assert b.acc_diff_low <= 0.5 <= b.acc_diff_high <= 1
+    # seeds' accuracies 0.5, 0.25 against 1.0, 0.75: Welch's t = -2.83 on 2 degrees of freedom
+    assert b.p_seeds == pytest.approx(0.1056, abs=1e-3) and np.isnan(table.iloc[0].p_seeds)
 
 
 def test_reproduction_summary_gives_intervals_source_figures_and_verdicts():

@@ -519,6 +519,8 @@ def ablation_tables(folder: Path | None) -> list[dict[str, Any]]:
     for path in sorted(Path(folder).glob("*/ablation.csv")):
         frame = pd.read_csv(path, dtype={"per_seed": str})
         key = frame.columns[0]
+        seeds_p = frame.get("p_seeds", pd.Series(np.nan, index=frame.index))  # tables before it
+        frame["p_seeds"] = seeds_p.astype(object).where(seeds_p.notna(), None)
         rows = frame.rename(columns={key: "variant"}).to_dict("records")
         tables.append({"name": path.parent.name, "key": key, "rows": rows})
     return tables
