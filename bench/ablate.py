@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.data import Dataset
-from bench.report.stats import bootstrap_mean, holm, mcnemar_exact
+from bench.report.stats import bootstrap_difference, bootstrap_mean, holm, mcnemar_exact
 from bench.results import train_and_record
 from bench.spec import RunSpec
 
@@ -65,7 +65,9 @@ def ablation_table(key: str, records: dict[Any, list[dict[str, Any]]]) -> pd.Dat
     interval (it covers the test images' sampling, not the spread between seeds: each seed's
     accuracy is listed beside it), and against the first value (the reference) the paired
     difference, its interval, the discordant images and McNemar's exact p (Holm-adjusted over
-    the variants)."""
+    the variants), and Welch's p over the seeds' accuracies. Variants tested on other images
+    (another split) are compared on the images both tested (``paired_images``), or unpaired
+    when they share none."""
     values = list(records)
     reference = {r["seed"]: correct_by_file(r) for r in records[values[0]]}
     rows = []
@@ -73,8 +75,16 @@ def ablation_table(key: str, records: dict[Any, list[dict[str, Any]]]) -> pd.Dat
         mine = {r["seed"]: correct_by_file(r) for r in records[value]}
         acc, low, high = bootstrap_mean(list(mine.values()))
         seeds = sorted(set(mine) & set(reference))
-        diffs = [mine[s] - reference[s].reindex(mine[s].index) for s in seeds]
-        diff, d_low, d_high = bootstrap_mean(diffs) if seeds else (np.nan,) * 3
+        shared = [mine[s].index.intersection(reference[s].index) for s in seeds]
+        diffs = [mine[s][i] - reference[s][i] for s, i in zip(seeds, shared, strict=True)]
+        if any(len(i) for i in shared):  # on the images both tested (all, unless splits differ)
+            diff, d_low, d_high = bootstrap_mean([d for d in diffs if len(d)])
+        elif seeds:  # no image in common: an unpaired difference
+            diff, d_low, d_high = bootstrap_difference(
+                [mine[s] for s in seeds], [reference[s] for s in seeds]
+            )
+        else:
+            diff, d_low, d_high = (np.nan,) * 3
         gained = sum(int((d > 0).sum()) for d in diffs)
         lost = sum(int((d < 0).sum()) for d in diffs)
         rows.append(
@@ -94,6 +104,8 @@ def ablation_table(key: str, records: dict[Any, list[dict[str, Any]]]) -> pd.Dat
                 "acc_diff_high": d_high,
                 "gained": gained,
                 "lost": lost,
+                "paired_images": sum(len(d) for d in diffs),
+                "test_images": sum(len(m) for m in mine.values()),
                 "p": mcnemar_exact(gained, lost) if value != values[0] else np.nan,
                 "p_seeds": welch_p(records[values[0]], records[value])
                 if value != values[0]
@@ -133,6 +145,9 @@ def markdown(table: pd.DataFrame) -> str:
         )
         p = "" if pd.isna(row["p"]) else f"{row.get('p_holm', row['p']):.3g}"
         lost = "" if pd.isna(row["p"]) else f"{row['gained']} / {row['lost']}"
+        if lost and row.get("paired_images", 0) < row.get("test_images", 0):  # other images
+            paired += f" on {row['paired_images']} shared" if row["paired_images"] else " unpaired"
+            lost += f" of {row['paired_images']} shared"
         welch = "" if pd.isna(row.get("p_seeds", np.nan)) else f"{row['p_seeds']:.3g}"
         lines.append(
             f"| {row[key]} | {row['seeds']} | {row['test_seq_acc']:.2%} ({row['acc_low']:.2%} "

@@ -264,6 +264,30 @@ def test_ablation_table_pairs_by_seed_and_counts_discordant_images():
     assert b.p_seeds == pytest.approx(0.1056, abs=1e-3) and np.isnan(table.iloc[0].p_seeds)
 
 
+def test_ablation_table_of_variants_tested_on_other_images():
+    """A split ablation tests each variant on its own images: paired on the images both tested,
+    unpaired when they share none."""
+    from bench.ablate import ablation_table, markdown
+
+    def record(seed, correct, first):
+        predictions = [{"file": f"{first + i}.png", "correct": c} for i, c in enumerate(correct)]
+        accuracy = sum(correct) / len(correct)
+        return {"seed": seed, "test_seq_acc": accuracy, "test_cer": 0.1, "predictions": predictions}
+
+    records = {  # "b" shares images 2 and 3 with "a", "c" none
+        "a": [record(0, [1, 1, 1, 1], first=0)],
+        "b": [record(0, [0, 1, 0, 0, 0, 0], first=2)],
+        "c": [record(0, [0, 1, 0, 0, 0, 0], first=10)],
+    }
+    table = ablation_table("split", records)
+    b, c = table.iloc[1], table.iloc[2]
+    assert b.acc_diff == -0.5 and (b.gained, b.lost, b.paired_images, b.test_images) == (0, 1, 2, 6)
+    assert c.acc_diff == pytest.approx(1 / 6 - 1) and c.paired_images == 0
+    assert c.acc_diff_low < c.acc_diff < c.acc_diff_high
+    text = markdown(table)
+    assert "on 2 shared" in text and "0 / 1 of 2 shared" in text and "unpaired" in text
+
+
 def test_reproduction_summary_gives_intervals_source_figures_and_verdicts():
     from bench.results import summary_lines
 

@@ -26,13 +26,35 @@ def bootstrap_mean(
     interval stays inside the values' range."""
     rng = np.random.default_rng(seed)
     arrays = [np.asarray(g, dtype=float) for g in groups]
-    total = sum(len(a) for a in arrays)
+    tail = (1 - level) / 2
+    low, high = np.quantile(resampled_means(arrays, rng, samples), [tail, 1 - tail])
+    return float(np.concatenate(arrays).mean()), float(low), float(high)
+
+
+def resampled_means(arrays: list[np.ndarray], rng: np.random.Generator, samples: int) -> np.ndarray:
+    """``samples`` bootstrap draws of the pooled mean, items resampled within each array."""
     sums = np.zeros(samples)
     for a in arrays:
         sums += a[rng.integers(0, len(a), size=(samples, len(a)))].sum(1)
+    return sums / sum(len(a) for a in arrays)
+
+
+def bootstrap_difference(
+    first: Sequence[np.ndarray],
+    second: Sequence[np.ndarray],
+    samples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """Pooled mean of ``first`` minus that of ``second`` when their items are not paired (e.g.
+    two splits' different test images), with a percentile interval from independent bootstraps
+    of each side (items resampled within each group)."""
+    rng = np.random.default_rng(seed)
+    a, b = ([np.asarray(g, dtype=float) for g in side] for side in (first, second))
+    draws = resampled_means(a, rng, samples) - resampled_means(b, rng, samples)
     tail = (1 - level) / 2
-    low, high = np.quantile(sums / total, [tail, 1 - tail])
-    return float(np.concatenate(arrays).mean()), float(low), float(high)
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return float(np.concatenate(a).mean() - np.concatenate(b).mean()), float(low), float(high)
 
 
 def bootstrap_ratio(
