@@ -21,17 +21,14 @@ sequence accuracy, CER and predictions as JSON in the fields ``bench compare`` w
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import PIL
 import torch
+from reference_001 import run_reference
 from torchmetrics.functional.text import char_error_rate
 
-from bench.ablate import ablation_table, markdown
 from bench.data.store import make_holdout_split
 
 
@@ -39,8 +36,7 @@ def train(args: argparse.Namespace) -> dict:
     """The blog's code, with fastai's names qualified; returns the run's record."""
     import fastai.vision.all as fv
 
-    root = args.data_dir or Path(os.environ["BENCH_DATA_DIR"]) / "captcha_images_v2"
-    imgs = sorted(root.glob("*.png"))
+    imgs = sorted(args.data_dir.glob("*.png"))
     label_mapper = "".join(sorted({char for f in imgs for char in f.stem}))
     l2i = {label_mapper[i]: i + 1 for i in range(len(label_mapper))}  # 0: UNKNOWN
     i2l = {v: k for k, v in l2i.items()}
@@ -130,7 +126,6 @@ def train(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="fastai's set_seed")
-    parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument(
         "--pretrained",
@@ -138,25 +133,7 @@ def main() -> None:
         default=True,
         help="create_cnn_model's default (downloads fastai's xresnet50 for the stem)",
     )
-    parser.add_argument("--data-dir", type=Path, default=None, help="folder of captcha PNGs")
-    parser.add_argument("--out", type=Path, help="result file of the run")
-    parser.add_argument("--table", type=Path, help="write the comparison table here instead")
-    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="bench's result files")
-    parser.add_argument("--reference-runs", type=Path, nargs="*", default=[])
-    args = parser.parse_args()
-    if args.table:
-        records = {
-            loop: [json.loads(p.read_text()) for p in paths]
-            for loop, paths in (("bench", args.runs), ("fastai", args.reference_runs))
-        }
-        args.table.write_text(text := markdown(ablation_table("loop", records)))
-        return print(text)
-    if args.out is None:
-        parser.error("--out is required to train")
-    result = train(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"test CER {result['test_cer']:.2%}, sequence accuracy {result['test_seq_acc']:.2%}")
+    run_reference(parser, "fastai", train)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import json
 import os
 import string
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -141,21 +142,22 @@ def evaluate(model: nn.Module, test_loader) -> tuple[list[str], list[str]]:
     return predictions, truth
 
 
-def write_table(out: Path, runs: list[Path], reference_runs: list[Path]) -> None:
-    """bench's runs against the reference loop's, paired by seed on the same test images."""
+def write_table(out: Path, runs: list[Path], reference_runs: list[Path], label: str) -> None:
+    """bench's runs against a reference loop's (``label``), paired by seed on the same images."""
     records = {
         loop: [json.loads(p.read_text()) for p in paths]
-        for loop, paths in (("bench", runs), ("notebook", reference_runs))
+        for loop, paths in (("bench", runs), (label, reference_runs))
     }
     text = markdown(ablation_table("loop", records))
     out.write_text(text)
     print(text)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=sorted(RECIPES), default="crnn-modified")
-    parser.add_argument("--seed", type=int, default=0, help="torch seed (init and shuffling)")
+def run_reference(
+    parser: argparse.ArgumentParser, label: str, train: Callable[[argparse.Namespace], dict]
+) -> None:
+    """The command line both reference loops share: ``train`` one run and write its record to
+    ``--out``, or with ``--table`` tabulate bench's runs against the reference's (``label``)."""
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=None, help="folder of captcha PNGs")
     parser.add_argument("--out", type=Path, help="result file of the run")
@@ -164,16 +166,24 @@ def main() -> None:
     parser.add_argument("--reference-runs", type=Path, nargs="*", default=[])
     args = parser.parse_args()
     if args.table:
-        return write_table(args.table, args.runs, args.reference_runs)
+        return write_table(args.table, args.runs, args.reference_runs, label)
     if args.out is None:
         parser.error("--out is required to train")
-    root = args.data_dir or Path(os.environ["BENCH_DATA_DIR"]) / "captcha_images_v2"
+    args.data_dir = args.data_dir or Path(os.environ["BENCH_DATA_DIR"]) / "captcha_images_v2"
+    result = train(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"test CER {result['test_cer']:.2%}, sequence accuracy {result['test_seq_acc']:.2%}")
+
+
+def train(args: argparse.Namespace) -> dict:
+    """The notebook's loop for ``args.model``; returns the run's record."""
     build, width, batch_size, lr, epochs = RECIPES[args.model]
 
-    files = sorted(p.name for p in root.glob("*.png"))
+    files = sorted(p.name for p in args.data_dir.glob("*.png"))
     split = make_holdout_split(files, args.split_seed, SOURCE_001_HOLDOUT[args.model])
-    train_set = OCRDataset(root, [files[i] for i in split.train.tolist()], width)
-    test_set = OCRDataset(root, [files[i] for i in split.test.tolist()], width)
+    train_set = OCRDataset(args.data_dir, [files[i] for i in split.train.tolist()], width)
+    test_set = OCRDataset(args.data_dir, [files[i] for i in split.test.tolist()], width)
     torch.manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True)
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=len(test_set), shuffle=False)
@@ -206,7 +216,7 @@ def main() -> None:
             flush=True,
         )
 
-    result = {  # the last epoch's test readings: the model has not changed since
+    return {  # the last epoch's test readings: the model has not changed since
         "model": args.model,
         "seed": args.seed,
         "split_seed": args.split_seed,
@@ -221,9 +231,13 @@ def main() -> None:
             for name, label, pred in zip(test_set.files, truth, predictions, strict=True)
         ],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"test CER {result['test_cer']:.2%}, sequence accuracy {result['test_seq_acc']:.2%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(RECIPES), default="crnn-modified")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed (init and shuffling)")
+    run_reference(parser, "notebook", train)
 
 
 if __name__ == "__main__":
