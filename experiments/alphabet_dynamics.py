@@ -4,11 +4,20 @@ Trains ``crnn`` (its recipe: Adadelta 0.08, batch 8, clipping at 3) for a few ep
 benchmark split with three output layers -- ``dataset`` (20 classes), ``alnum`` (37) and
 ``alnum-masked`` (37, the 17 unused logits held at -1e4: no probability, no gradient) -- and
 prints per variant and epoch, as means over seeds: Adadelta's update size per layer group (RMS of
-its running average of squared updates, ``acc_delta``), the gradient norm per group, the share of
-steps clipped, and the probability of the blank and of the unused classes on 64 validation
-images::
+its running average of squared updates, ``acc_delta``, times the group's rate over the
+recipe's), the gradient norm per group, the share of steps clipped, the probability of the blank
+and of the unused classes on 64 validation images, and the validation sequence and character
+accuracy::
 
     BENCH_DATA_DIR=... python experiments/alphabet_dynamics.py --epochs 3 --seeds 0 1 2
+
+The causal test: ``dataset-slowconv`` (20 classes, the convolutions' Adadelta rate cut to a third,
+as the 37-class runs' conv updates are) and ``alnum-fastconv`` (37 classes, the convolutions' rate
+tripled), trained long enough to leave CTC's plateau; the summary gives the first epoch at which
+validation character accuracy reaches 50%::
+
+    BENCH_DATA_DIR=... python experiments/alphabet_dynamics.py --epochs 20 \
+        --variants dataset-slowconv,alnum-fastconv --out causal.csv
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from bench.spec import make_spec
 from bench.train import Trainer, prepare, seed_everything
 
 VARIANTS = ("dataset", "alnum", "alnum-masked")
+CONV_RATE = {"slowconv": 1 / 3, "fastconv": 3.0}  # the convolutions' share of Adadelta's rate
 
 
 def groups_of(run: Trainer) -> dict[str, nn.Module]:
@@ -50,6 +60,13 @@ def train_and_measure(dataset, variant: str, seed: int, epochs: int, grad_clip: 
     groups = groups_of(run)
     if variant.endswith("-masked"):
         groups["head"].register_forward_hook(lambda m, i, out: out.masked_fill(unused, -1e4))
+    if (scale := CONV_RATE.get(variant.partition("-")[2])) is not None:
+        convs = set(groups["convs"].parameters())
+        rest = [p for p in run.model.parameters() if p not in convs]
+        defaults = run.optimizer.defaults  # the recipe's Adadelta, before its first step
+        run.optimizer = torch.optim.Adadelta(
+            [{"params": list(convs), "lr": defaults["lr"] * scale}, {"params": rest}], **defaults
+        )
     grads: dict[str, list[float]] = defaultdict(list)
 
     def record(params, max_norm, *args, **kwargs):  # the trainer's clip_grad_norm_, recorded
@@ -60,6 +77,10 @@ def train_and_measure(dataset, variant: str, seed: int, epochs: int, grad_clip: 
         return total
 
     clip, nn.utils.clip_grad_norm_ = nn.utils.clip_grad_norm_, record
+    # Adadelta steps by lr * delta and keeps delta's running square: in the recipe's units,
+    # a group stepped at another rate has its deltas scaled by the ratio of rates
+    base = run.optimizer.defaults["lr"]
+    rates = {p: group["lr"] for group in run.optimizer.param_groups for p in group["params"]}
     probe = run.split.val[:64]
     shuffle = torch.Generator().manual_seed(seed)
     rows = []
@@ -74,13 +95,18 @@ def train_and_measure(dataset, variant: str, seed: int, epochs: int, grad_clip: 
             log_probs = run.forward(run.batch(probe)).float().log_softmax(-1)
             row = {"variant": variant, "seed": float(seed), "epoch": float(epoch)}
             for name, module in groups.items():
-                state = [run.optimizer.state[p]["acc_delta"].flatten() for p in module.parameters()]
+                state = [
+                    run.optimizer.state[p]["acc_delta"].flatten() * (rates[p] / base) ** 2
+                    for p in module.parameters()
+                ]
                 acc = torch.cat(state)
                 row[f"{name} update rms"] = acc.mean().sqrt().item()
                 row[f"{name} grad norm"] = sum(grads[name]) / len(grads[name])
             row["clipped"] = sum(t > grad_clip > 0 for t in grads["total"]) / len(grads["total"])
             row["p(blank)"] = log_probs[..., 0].exp().mean().item()
             row["p(unused)"] = log_probs[..., unused].exp().sum(-1).mean().item()
+            val = run.evaluate(run.split.val).metrics
+            row["val seq acc"], row["val char acc"] = val["seq_acc"], val["char_acc"]
             rows.append(row)
             print(variant, ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k != "variant"))
     finally:
@@ -108,6 +134,21 @@ def main() -> None:
         table.to_csv(args.out, index=False)
     means = table.drop(columns="seed").groupby(["variant", "epoch"], sort=False).mean()
     print(means.to_string(float_format="{:.3g}".format))
+    print(plateau_exits(table).to_string())
+
+
+def plateau_exits(table: pd.DataFrame, level: float = 0.5) -> pd.DataFrame:
+    """Per variant and seed: the first epoch whose validation character accuracy reaches
+    ``level`` (missing when none does) and the last epoch's sequence accuracy."""
+    return table.groupby(["variant", "seed"], sort=False).apply(
+        lambda runs: pd.Series(
+            {
+                "exit epoch": runs.loc[runs["val char acc"] >= level, "epoch"].min(),
+                "last val seq acc": runs["val seq acc"].iloc[-1],
+            }
+        ),
+        include_groups=False,
+    )
 
 
 if __name__ == "__main__":
