@@ -16,6 +16,12 @@ test images and seeds, as ``bench ablate`` does::
     python experiments/reference_001.py --table comparison.md \
         --runs reports/reproduction/crnn-modified-captcha-v2-seed*.json \
         --reference-runs reports/reproduction/reference-001/crnn-modified-seed*.json
+
+``--swap`` puts one of bench's parts into the notebook's loop, to find which one a difference
+between the loops comes from: ``model`` (bench's module, batch-first, same initial weights for a
+seed), ``pixels`` (bench's decoded store through its batcher instead of PIL per item), ``order``
+(bench's batch order: a permutation an epoch from a generator seeded with the seed, instead of
+the ``DataLoader``'s draws from torch's global stream). The table groups runs by their swaps.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from PIL import Image
 from torchmetrics.functional.text import char_error_rate
 
 from bench.ablate import ablation_table, markdown
+from bench.approaches import get_approach
 from bench.approaches.recipes import SOURCE_001_HOLDOUT
 from bench.data.store import make_holdout_split
 
@@ -108,11 +115,69 @@ def modified_crnn(num_classes: int) -> nn.Module:
     return Columns(layers, 256, num_classes)
 
 
+SWAPS = ("model", "pixels", "order")
 # model, input width, batch, Adadelta lr, epochs: the notebook's In [156]-[95] and [116]-[123]
 RECIPES = {
     "crnn": (crnn, 100, 8, 0.08, 60),
     "crnn-modified": (modified_crnn, 176, 128, 1.2, 40),
 }
+
+
+class BenchPixels(torch.utils.data.Dataset):
+    """The same files' pixels as bench's trainer feeds them (its store and batcher)."""
+
+    def __init__(self, run, files: list[str]):
+        index = {name: i for i, name in enumerate(run.store.files)}
+        self.run, self.rows = run, torch.tensor([index[name] for name in files])
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, idx: int):
+        image = self.run.batch(self.rows[idx : idx + 1])[0]
+        target = torch.LongTensor([CHAR_TO_LABEL[x] for x in self.files[idx].split(".")[0]])
+        return image, target
+
+
+class BenchOrder(torch.utils.data.Sampler):
+    """bench's batch order: one permutation an epoch from a generator seeded with the seed."""
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        self.size, self.batch_size = size, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=self.generator)
+        yield from (batch.tolist() for batch in order.split(self.batch_size))
+
+
+class TimeMajor(nn.Module):
+    """bench's model, whose logits are ``(N, T, C)``, in the notebook's ``(T, N, C)``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).transpose(0, 1)
+
+
+def bench_run(args: argparse.Namespace, files: list[str]):
+    """bench's trainer for the same model and split, for ``--swap``'s parts (its split checked
+    against the one this loop trains on)."""
+    from bench.data import load_dataset
+    from bench.spec import make_spec
+    from bench.train import prepare
+
+    dataset = load_dataset(f"folder:{args.data_dir}", split_seed=args.split_seed)
+    run = prepare(make_spec(args.model, dataset, {"split": "source"}, seed=args.seed), dataset)
+    if [run.store.files[i] for i in run.split.train.tolist()] != files:
+        raise SystemExit("bench's source split differs from this loop's: nothing to swap into")
+    return run
 
 
 def train_step(model: nn.Module, optimizer, criterion, images, targets) -> float:
@@ -144,10 +209,11 @@ def evaluate(model: nn.Module, test_loader) -> tuple[list[str], list[str]]:
 
 def write_table(out: Path, runs: list[Path], reference_runs: list[Path], label: str) -> None:
     """bench's runs against a reference loop's (``label``), paired by seed on the same images."""
-    records = {
-        loop: [json.loads(p.read_text()) for p in paths]
-        for loop, paths in (("bench", runs), (label, reference_runs))
-    }
+    records = {"bench": [json.loads(p.read_text()) for p in runs]}
+    for path in reference_runs:  # grouped by the parts of bench swapped in (reference_001)
+        record = json.loads(path.read_text())
+        loop = " + bench ".join([label, *record.get("swap", [])])
+        records.setdefault(loop, []).append(record)
     text = markdown(ablation_table("loop", records))
     out.write_text(text)
     print(text)
@@ -182,13 +248,25 @@ def train(args: argparse.Namespace) -> dict:
 
     files = sorted(p.name for p in args.data_dir.glob("*.png"))
     split = make_holdout_split(files, args.split_seed, SOURCE_001_HOLDOUT[args.model])
-    train_set = OCRDataset(args.data_dir, [files[i] for i in split.train.tolist()], width)
+    train_files = [files[i] for i in split.train.tolist()]
+    run = bench_run(args, train_files) if args.swap else None
+    train_set = OCRDataset(args.data_dir, train_files, width)
     test_set = OCRDataset(args.data_dir, [files[i] for i in split.test.tolist()], width)
+    if "pixels" in args.swap:
+        train_set, test_set = BenchPixels(run, train_set.files), BenchPixels(run, test_set.files)
     torch.manual_seed(args.seed)
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True)
+    if "order" in args.swap:
+        order = BenchOrder(len(train_set), batch_size, args.seed)
+        train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=order)
+    else:
+        train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True)
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=len(test_set), shuffle=False)
 
-    model = build(len(CHAR_TO_LABEL) + 1)
+    if "model" in args.swap:  # drawn in the notebook's order: the same weights as build's
+        approach = get_approach(args.model)
+        model = TimeMajor(approach.build_model(len(CHAR_TO_LABEL) + 1, 5, approach.defaults))
+    else:
+        model = build(len(CHAR_TO_LABEL) + 1)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=lr)
     criterion = nn.CTCLoss(zero_infinity=True)
     history = []
@@ -218,6 +296,7 @@ def train(args: argparse.Namespace) -> dict:
 
     return {  # the last epoch's test readings: the model has not changed since
         "model": args.model,
+        "swap": args.swap,
         "seed": args.seed,
         "split_seed": args.split_seed,
         "n_train": len(train_set),
@@ -237,6 +316,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=sorted(RECIPES), default="crnn-modified")
     parser.add_argument("--seed", type=int, default=0, help="torch seed (init and shuffling)")
+    parser.add_argument(
+        "--swap", nargs="*", default=[], choices=SWAPS, help="bench's parts to use instead"
+    )
     run_reference(parser, "notebook", train)
 
 
