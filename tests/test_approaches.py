@@ -3,6 +3,7 @@ import torch
 
 from bench.approaches import create_model, get_approach, list_approaches
 from bench.approaches.registry import Approach, register
+from tests.experiments import load_experiment
 
 SOURCE_APPROACHES = {
     "multihead": ("000", "ce", (3, 50, 200)),
@@ -148,23 +149,11 @@ def test_lstm_columns_carries_its_state_across_training_batches():
     assert all(getattr(m, "state", None) is None for m in stateless.modules())
 
 
-def reference_001():
-    """experiments/reference_001.py, the notebook's loop, as a module."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "experiments" / "reference_001.py"
-    module_spec = importlib.util.spec_from_file_location("reference_001", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("name, width", [("crnn", 100), ("crnn-modified", 176)])
 def test_source_001_models_compute_what_the_reference_loop_computes(name, width):
     """bench's model and the notebook's class (experiments/reference_001.py), given the same
     weights, give the same logits: the reproduction gap is not the architecture."""
-    reference = reference_001()
+    reference = load_experiment("reference_001")
     theirs = reference.RECIPES[name][0](37)
     mine, defaults = create_model(name, num_classes=37, max_len=5)
     _, ref_width, *ref_recipe = reference.RECIPES[name]
@@ -192,7 +181,7 @@ def test_source_001_training_steps_are_the_reference_loops_steps(name, captcha_v
     from bench.spec import make_spec
     from bench.train import prepare
 
-    reference = reference_001()
+    reference = load_experiment("reference_001")
     dataset = load_dataset("captcha-v2")
     run = prepare(make_spec(name, dataset, {"split": "source"}), dataset)
     build, width, batch_size, lr, _ = reference.RECIPES[name]

@@ -1,0 +1,72 @@
+"""The experiment scripts' own logic: what their tables and swaps claim to do, they do."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from bench.data import load_dataset
+from bench.train import Trainer
+from tests.conftest import fit
+from tests.experiments import load_experiment
+from tests.test_train import FAST, TINY
+
+
+def test_plateau_exit_is_the_first_epoch_at_the_level():
+    rows = [  # a run that dips back under the level, and one that never reaches it
+        ("a", 0, [0.0, 0.3, 0.6, 0.4, 0.9], [0.0, 0.0, 0.1, 0.0, 0.5]),
+        ("b", 1, [0.0, 0.1, 0.2, 0.49, 0.3], [0.0, 0.0, 0.0, 0.0, 0.02]),
+    ]
+    table = pd.DataFrame(
+        [
+            {"variant": v, "seed": s, "epoch": e + 1, "val char acc": c, "val seq acc": q}
+            for v, s, chars, seqs in rows
+            for e, (c, q) in enumerate(zip(chars, seqs, strict=True))
+        ]
+    )
+    exits = load_experiment("alphabet_dynamics").plateau_exits(table)
+    assert exits.loc[("a", 0), "exit epoch"] == 3
+    assert math.isnan(exits.loc[("b", 1), "exit epoch"])
+    assert exits["last val seq acc"].tolist() == [0.5, 0.02]
+
+
+def test_bench_order_swap_draws_the_batches_benchs_loop_trains_on(monkeypatch):
+    """``reference_001.py --swap order`` feeds the notebook's loop bench's batches, epoch by
+    epoch: recorded from bench's own training loop, not from a copy of its formula."""
+    seen, original = [], Trainer.train_step
+
+    def recording(self, idx):
+        seen.append((self.split.train, idx.tolist()))
+        return original(self, idx)
+
+    monkeypatch.setattr(Trainer, "train_step", recording)
+    fit("lstm-columns", load_dataset(TINY), {**FAST, "epochs": 2}, seed=5, progress=False)
+    train_rows = seen[0][0]
+    order = load_experiment("reference_001").BenchOrder(len(train_rows), FAST["batch_size"], 5)
+    expected = [train_rows[batch].tolist() for _ in range(2) for batch in order]
+    assert [idx for _, idx in seen] == expected
+    assert expected[0] != expected[len(order)]  # a new permutation each epoch
+    first_epoch = [row for batch in expected[: len(order)] for row in batch]
+    assert sorted(first_epoch) == sorted(train_rows.tolist())
+
+
+def test_reference_tables_group_runs_by_the_parts_swapped_in(tmp_path):
+    reference = load_experiment("reference_001")
+    files = [f"{i:05d}.png" for i in range(20)]
+
+    def record(path, seed, correct, swap=None):
+        predictions = [{"file": f, "correct": i < correct} for i, f in enumerate(files)]
+        run = {"seed": seed, "test_cer": 0.1, "test_seq_acc": correct / 20}
+        path.write_text(json.dumps({**run, "predictions": predictions, "swap": swap or []}))
+        return path
+
+    runs = [record(tmp_path / f"bench{s}.json", s, 10) for s in (0, 1)]
+    notebook = [record(tmp_path / f"nb{s}.json", s, 15, []) for s in (0, 1)]
+    swapped = [record(tmp_path / "order0.json", 0, 12, ["order"])]
+    out = tmp_path / "table.md"
+    reference.write_table(out, runs, notebook + swapped, "notebook")
+    lines = [line.split("|")[1].strip() for line in out.read_text().splitlines()[2:]]
+    assert lines == ["bench", "notebook", "notebook + bench order"]
+    assert "| 2 / 0 |" in out.read_text()  # the order run gains 2 images on bench's seed 0
