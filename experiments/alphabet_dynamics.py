@@ -2,12 +2,11 @@
 
 Trains ``crnn`` (its recipe: Adadelta 0.08, batch 8, clipping at 3) for a few epochs on the
 benchmark split with three output layers -- ``dataset`` (20 classes), ``alnum`` (37) and
-``alnum-masked`` (37, the 17 unused logits held at -1e4: no probability, no gradient) -- and
-prints per variant and epoch, as means over seeds: Adadelta's update size per layer group (RMS of
-its running average of squared updates, ``acc_delta``, times the group's rate over the
-recipe's), the gradient norm per group, the share of steps clipped, the probability of the blank
-and of the unused classes on 64 validation images, and the validation sequence and character
-accuracy::
+``alnum-masked`` (37, the 17 unused logits held at -1e4: no probability, no gradient) -- and prints
+per variant and epoch, as means over seeds: Adadelta's update size per layer group (RMS of its
+running average of squared updates, ``acc_delta``, times the group's rate over the recipe's), the
+gradient norm per group, the share of steps clipped, the probability of the blank and of the
+unused classes on 64 validation images, and the validation sequence and character accuracy::
 
     BENCH_DATA_DIR=... python experiments/alphabet_dynamics.py --epochs 3 --seeds 0 1 2
 
@@ -18,6 +17,11 @@ validation character accuracy reaches 50%::
 
     BENCH_DATA_DIR=... python experiments/alphabet_dynamics.py --epochs 20 \
         --variants dataset-slowconv,alnum-fastconv --out causal.csv
+
+``alnum-masked`` and ``alnum-held`` (37 classes, the unused logits held at 0, about their initial
+value: they take probability mass, but pass no gradient back) run the same way: which of the
+unused classes' two effects, their share of the softmax or their gradient into the network,
+changes when training leaves the plateau.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from bench.spec import make_spec
 from bench.train import Trainer, prepare, seed_everything
 
 VARIANTS = ("dataset", "alnum", "alnum-masked")
+UNUSED_LOGIT = {"masked": -1e4, "held": 0.0}  # the value the unused classes' logits are held at
 CONV_RATE = {"slowconv": 1 / 3, "fastconv": 3.0}  # the convolutions' share of Adadelta's rate
 
 
@@ -49,6 +54,12 @@ def group_norm(module: nn.Module) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in module.parameters()]))
 
 
+def hold_logits(head: nn.Module, classes: torch.Tensor, value: float) -> None:
+    """Make ``head`` output ``value`` for ``classes`` (a mask over its outputs), whatever its input:
+    those logits pass no gradient back."""
+    head.register_forward_hook(lambda module, inputs, out: out.masked_fill(classes, value))
+
+
 def train_and_measure(dataset, variant: str, seed: int, epochs: int, grad_clip: float) -> list:
     """Rows of per-epoch measurements of one variant and seed."""
     seed_everything(seed)
@@ -58,9 +69,10 @@ def train_and_measure(dataset, variant: str, seed: int, epochs: int, grad_clip: 
     used = set(dataset.source.charset)
     unused = torch.tensor([False] + [c not in used for c in run.codec.charset])
     groups = groups_of(run)
-    if variant.endswith("-masked"):
-        groups["head"].register_forward_hook(lambda m, i, out: out.masked_fill(unused, -1e4))
-    if (scale := CONV_RATE.get(variant.partition("-")[2])) is not None:
+    change = variant.partition("-")[2]
+    if (value := UNUSED_LOGIT.get(change)) is not None:
+        hold_logits(groups["head"], unused, value)
+    if (scale := CONV_RATE.get(change)) is not None:
         convs = set(groups["convs"].parameters())
         rest = [p for p in run.model.parameters() if p not in convs]
         defaults = run.optimizer.defaults  # the recipe's Adadelta, before its first step

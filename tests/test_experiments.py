@@ -6,6 +6,9 @@ import json
 import math
 
 import pandas as pd
+import pytest
+import torch
+from torch import nn
 
 from bench.data import load_dataset
 from bench.train import Trainer
@@ -30,6 +33,27 @@ def test_plateau_exit_is_the_first_epoch_at_the_level():
     assert exits.loc[("a", 0), "exit epoch"] == 3
     assert math.isnan(exits.loc[("b", 1), "exit epoch"])
     assert exits["last val seq acc"].tolist() == [0.5, 0.02]
+
+
+@pytest.mark.parametrize("value", [-1e4, 0.0])
+def test_held_logits_take_their_value_and_pass_no_gradient(value):
+    """``alnum-masked`` / ``alnum-held``: the unused classes' logits are constant, so their rows
+    of the head learn nothing and nothing flows back through them, while the others still do."""
+    torch.manual_seed(0)
+    head, unused = nn.Linear(6, 5), torch.tensor([False, True, False, True, False])
+    load_experiment("alphabet_dynamics").hold_logits(head, unused, value)
+    features = torch.randn(3, 6, requires_grad=True)
+    logits = head(features)
+    assert (logits[:, unused] == value).all() and (logits[:, ~unused] != value).all()
+    logits.log_softmax(-1)[:, 0].sum().backward()
+    assert (head.weight.grad[unused] == 0).all() and (head.weight.grad[~unused] != 0).all()
+    reference = nn.Linear(6, 3)  # the same head without the held rows
+    reference.load_state_dict({"weight": head.weight[~unused], "bias": head.bias[~unused]})
+    free = features.detach().requires_grad_()
+    reference(free).sum().backward()
+    held = features.detach().requires_grad_()
+    head(held)[:, ~unused].sum().backward()
+    assert torch.allclose(held.grad, free.grad)
 
 
 def test_bench_order_swap_draws_the_batches_benchs_loop_trains_on(monkeypatch):
