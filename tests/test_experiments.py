@@ -20,7 +20,7 @@ from tests.test_train import FAST, TINY
 def test_plateau_exit_is_the_first_epoch_at_the_level():
     rows = [  # a run that dips back under the level, and one that never reaches it
         ("a", 0, [0.0, 0.3, 0.6, 0.4, 0.9], [0.0, 0.0, 0.1, 0.0, 0.5]),
-        ("b", 1, [0.0, 0.1, 0.2, 0.49, 0.3], [0.0, 0.0, 0.0, 0.0, 0.02]),
+        ("b", 1, [0.0, 0.0, 0.2, 0.49, 0.3], [0.0, 0.0, 0.0, 0.0, 0.02]),
     ]
     table = pd.DataFrame(
         [
@@ -31,6 +31,7 @@ def test_plateau_exit_is_the_first_epoch_at_the_level():
     )
     exits = load_experiment("alphabet_dynamics").plateau_exits(table)
     assert exits.loc[("a", 0), "exit epoch"] == 3
+    assert exits["first read"].tolist() == [2, 3]
     assert math.isnan(exits.loc[("b", 1), "exit epoch"])
     assert exits["last val seq acc"].tolist() == [0.5, 0.02]
 
