@@ -39,8 +39,8 @@ from bench.spec import make_spec
 from bench.train import Trainer, prepare, seed_everything
 
 VARIANTS = ("dataset", "alnum", "alnum-masked")
-# the value the unused classes' logits are held at: no mass; 17/37 of it at initialisation, as
-# live unused classes have; 17 e^-3 / (20 + 17 e^-3) = 4%, about one more class's share
+# the value the unused classes' logits are held at. Their share of the probability at
+# initialisation: masked none; held 17 of 37, as live ones start; heldlow 17e^-3 / (20 + 17e^-3), 4%
 UNUSED_LOGIT = {"masked": -1e4, "held": 0.0, "heldlow": -3.0}
 CONV_RATE = {"slowconv": 1 / 3, "fastconv": 3.0}  # the convolutions' share of Adadelta's rate
 
