@@ -25,7 +25,8 @@ def test_tracking_uri_defaults_to_sqlite_in_the_working_folder(monkeypatch):
 
 
 def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store, monkeypatch):
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    # a run this small can end within a second, before a 1 s monitor publishes anything
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
     dataset = load_dataset(TINY)
     result, run_id = fit_tracked(
         "lstm-columns",
@@ -71,7 +72,7 @@ def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store, monkeypatch
     assert metrics["train_seconds"] > 0
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(
         metrics
-    )  # MLflow's system metrics, sampled every second here
+    )  # MLflow's system metrics, sampled every 0.1 s here
     artifacts = {a.path for a in mlflow.MlflowClient(mlflow_store).list_artifacts(run_id)}
     assert {"predictions.csv", "misread.png", "confusion.png", "bench.json"} <= artifacts
     predictions = pd.read_csv(
