@@ -66,13 +66,13 @@ def hold_logits(head: nn.Module, classes: torch.Tensor, value: float) -> None:
 def train_and_measure(dataset, variant: str, seed: int, epochs: int, grad_clip: float) -> list:
     """Rows of per-epoch measurements of one variant and seed."""
     seed_everything(seed)
+    alphabet, _, change = variant.partition("-")  # e.g. alnum-held: 37 classes, unused held at 0
     # no clipping is a threshold never reached, so that every step's norm is still recorded
-    hparams = {"alphabet": variant.split("-")[0], "grad_clip": grad_clip or 1e9}
+    hparams = {"alphabet": alphabet, "grad_clip": grad_clip or 1e9}
     run = prepare(make_spec("crnn", dataset, hparams, seed=seed), dataset)
     used = set(dataset.source.charset)
     unused = torch.tensor([False] + [c not in used for c in run.codec.charset])
     groups = groups_of(run)
-    change = variant.partition("-")[2]
     if (value := UNUSED_LOGIT.get(change)) is not None:
         hold_logits(groups["head"], unused, value)
     if (scale := CONV_RATE.get(change)) is not None:
