@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,14 @@ import yaml
 
 from bench.config import cache_dir
 from bench.errors import DataError, LabelError, NonFiniteLossError, ReportError
-from bench.options import DEVICES, GRAPHS, PRECISIONS, RunOptions, resolve_device
+from bench.options import (
+    DEVICES,
+    GRAPHS,
+    PRECISIONS,
+    RUN_OPTION_KEYS,
+    RunOptions,
+    resolve_device,
+)
 
 # torch, timm, MLflow and the rest are imported by the commands that use them: `--help` and
 # argument errors answer without them
@@ -69,7 +77,14 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("* parameters for captcha-v2 (5 positions) at the approach's own output alphabet")
 
 
-def spec_from(args: argparse.Namespace, approach: str, dataset: Any, overrides: dict, seed: int):
+def spec_from(
+    args: argparse.Namespace,
+    approach: str,
+    dataset: Any,
+    overrides: dict,
+    seed: int,
+    options: RunOptions | None = None,
+):
     """The run's spec from the command line (checked before any training or MLflow run)."""
     from bench.spec import make_spec
 
@@ -78,7 +93,7 @@ def spec_from(args: argparse.Namespace, approach: str, dataset: Any, overrides: 
         dataset,
         overrides,
         seed=seed,
-        options=run_options(args),
+        options=options or run_options(args),
     )
 
 
@@ -162,11 +177,14 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     key, values = parse_variation(args.vary)
     base = overrides_from(args, args.approach)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
-    specs = [  # every variant checked before the first training
-        (value, spec_from(args, args.approach, dataset, {**base, key: value}, seed))
-        for value in values
-        for seed in args.seeds
-    ]
+
+    def variant(value: Any, seed: int):
+        if key in RUN_OPTION_KEYS:  # how to run (precision, graphs, ...), not a hyperparameter
+            options = replace(run_options(args), **{key: value})
+            return spec_from(args, args.approach, dataset, base, seed, options)
+        return spec_from(args, args.approach, dataset, {**base, key: value}, seed)
+
+    specs = [(value, variant(value, seed)) for value in values for seed in args.seeds]
     out = args.out or Path("reports/ablations") / f"{args.approach}-{key}"
     table = run_ablation(
         specs, dataset, key, out, experiment=args.experiment, progress=not args.quiet
@@ -536,7 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
         "images (Holm-adjusted). Re-running resumes.",
     )
     p.add_argument("--approach", required=True, help=APPROACH_HELP)
-    p.add_argument("--vary", required=True, metavar="KEY=V1,V2", help="e.g. alphabet=dataset,alnum")
+    p.add_argument(
+        "--vary",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="a hyperparameter (e.g. alphabet=dataset,alnum) or a run option (precision=fp32,bf16)",
+    )
     add_training_options(p, "fix a hyperparameter of every variant")
     p.add_argument(
         "--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)"

@@ -4,18 +4,18 @@ At small batches a training step is launch-bound: the GPU waits on Python and on
 launches. :class:`StaticStep` runs the trainer's step on fixed buffers: the batch's store indices
 are copied into a static index tensor, and gathering, augmentation with the device generator,
 normalisation, forward, loss, backward, gradient clipping and the optimizer step (Adam, AdamW or
-Adadelta, made capturable) all read device tensors; the schedule's values live in device tensors
-that the host refreshes after each schedule step. With ``capture`` it warms up a few real steps
-on a side stream, captures one step per batch size (the full batch, and the last partial batch
-where the source's loader keeps it) and replays it; without, it runs the same static step
-eagerly, which is what the CPU tests compare with the plain step. Graphs change speed, not the
+Adadelta, made capturable) all read device tensors; the schedule's learning rate lives in a
+device tensor that the host refreshes after each schedule step. With ``capture`` it warms up a few
+real steps on a side stream, captures one step per batch size (the full batch, and the last
+partial batch where the source's loader keeps it) and replays it; without, it runs the same static
+step eagerly, which is what the CPU tests compare with the plain step. Graphs change speed, not the
 recipe: same batches, same schedule, same augmentation.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,36 +26,27 @@ WARMUP_STEPS = 3  # eager steps per batch size before capture (cuDNN autotuning,
 
 
 class DeviceHyperparameters:
-    """The optimizer's learning rate and betas as device tensors that a captured step reads.
+    """The optimizer's learning rate as a device tensor that a captured step reads.
 
-    Schedules write floats (one-cycle replaces ``betas`` with a new tuple) or fill tensors in
-    place; :meth:`refresh` copies whatever they wrote into the captured tensors and puts those back.
+    Schedules write floats or fill the tensor in place; :meth:`refresh` copies what they wrote
+    into the captured tensor and puts it back. Betas stay floats: torch's foreach Adam reads a
+    tensor beta on the host (an ``item()`` call that capture forbids; seen on an H100, torch 2.11),
+    so runs whose schedule moves the betas train eagerly (:func:`bench.options.graph_blocker`).
     """
-
-    KEYS = ("lr", "betas")
 
     def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device):
         self.optimizer = optimizer
-        self.tensors: list[dict[str, Any]] = []
-        for group in optimizer.param_groups:
-            held = {}
-            for key in self.KEYS:
-                if key in group:
-                    values = group[key] if key == "betas" else (group[key],)
-                    held[key] = tuple(
-                        torch.tensor(float(v), device=device, dtype=torch.float32) for v in values
-                    )
-            self.tensors.append(held)
+        self.tensors = [
+            torch.tensor(float(group["lr"]), device=device, dtype=torch.float32)
+            for group in optimizer.param_groups
+        ]
         self.refresh()
 
     def refresh(self) -> None:
-        for group, held in zip(self.optimizer.param_groups, self.tensors, strict=True):
-            for key, tensors in held.items():
-                values = group[key] if key == "betas" else (group[key],)
-                for tensor, value in zip(tensors, values, strict=True):
-                    if value is not tensor:
-                        tensor.fill_(float(value))
-                group[key] = tensors if key == "betas" else tensors[0]
+        for group, tensor in zip(self.optimizer.param_groups, self.tensors, strict=True):
+            if group["lr"] is not tensor:
+                tensor.fill_(float(group["lr"]))
+            group["lr"] = tensor
 
 
 class StaticStep:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -26,6 +26,9 @@ class RunOptions:
     precision: str = "auto"
     compile: bool = False
     graphs: str = "auto"
+
+
+RUN_OPTION_KEYS = frozenset(f.name for f in fields(RunOptions))
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -57,6 +60,10 @@ def graph_blocker(hparams: Mapping[str, Any], compile: bool) -> str | None:
         return "torch.compile manages its own graphs"
     if hparams.get("optimizer") == "sgd":
         return "torch's SGD reads a tensor learning rate on the host (an item() call)"
+    if hparams.get("schedule") == "onecycle" and hparams.get("optimizer") in ("adam", "adamw"):
+        return (
+            "one-cycle moves Adam's beta1 each step; torch's Adam reads a tensor beta on the host"
+        )
     return None
 
 

@@ -243,6 +243,36 @@ def test_ablate_pairs_variants_on_the_same_split_and_seeds(tmp_path, capsys):
     assert "--vary expects KEY=V1,V2" in capsys.readouterr().err
 
 
+def test_ablate_varies_a_run_option_such_as_precision(tmp_path, capsys):
+    """``--vary precision=fp32,bf16`` changes how the runs train, not their hyperparameters."""
+    out = tmp_path / "precision"
+    argv = [
+        "ablate",
+        "--approach",
+        "lstm-columns",
+        "--vary",
+        "precision=fp32,bf16",
+        "--dataset",
+        "synthetic:tiny,count=60",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        *("--set", "height=32", "--set", "width=96", "--set", "hidden=8"),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    assert "| precision | seeds |" in capsys.readouterr().out
+    assert list(pd.read_csv(out / "ablation.csv").precision) == ["fp32", "bf16"]
+    for value in ("fp32", "bf16"):
+        (record,) = [json.loads(p.read_text()) for p in (out / f"precision={value}").glob("*.json")]
+        assert record["precision"] == value and record["hparams"]["hidden"] == 8
+    assert main([*argv[:4], "precision=fp32,fp8", *argv[5:]]) == 2
+    assert "precision='fp8'" in capsys.readouterr().err
+
+
 def test_ablation_table_pairs_by_seed_and_counts_discordant_images():
     from bench.ablate import ablation_table
 
