@@ -200,33 +200,20 @@ def test_cache_shows_and_prunes_stale_checkpoints(tmp_path, capsys, monkeypatch)
     assert [p.name for p in folder.iterdir()] == [f"crnn-{current}-0123456789abcdef0123.pt"]
 
 
+def ablate_argv(vary: str, out, seeds=("0",), epochs=1, sets=("hidden=8",)) -> list[str]:
+    """``bench ablate`` of lstm-columns on a tiny synthetic set (``argv[4]`` is the variation)."""
+    sets = ("height=32", "width=96", *sets)
+    return [
+        *("ablate", "--approach", "lstm-columns", "--vary", vary),
+        *("--dataset", "synthetic:tiny,count=120", "--seeds", *seeds, "--epochs", str(epochs)),
+        *(arg for value in sets for arg in ("--set", value)),
+        *("--out", str(out), "--quiet"),
+    ]
+
+
 def test_ablate_pairs_variants_on_the_same_split_and_seeds(tmp_path, capsys):
     out = tmp_path / "ablation"
-    argv = [
-        "ablate",
-        "--approach",
-        "lstm-columns",
-        "--vary",
-        "lr=0.0001,0.01",
-        "--dataset",
-        "synthetic:tiny,count=120",
-        "--seeds",
-        "0",
-        "1",
-        "--epochs",
-        "2",
-        "--set",
-        "height=32",
-        "--set",
-        "width=96",
-        "--set",
-        "hidden=16",
-        "--set",
-        "optimizer=adam",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
+    argv = ablate_argv("lr=0.0001,0.01", out, ("0", "1"), 2, ("hidden=16", "optimizer=adam"))
     assert main(argv) == 0
     assert "| lr | seeds | test seq acc (95% CI) | per seed |" in capsys.readouterr().out
     table = pd.read_csv(out / "ablation.csv")
@@ -246,23 +233,7 @@ def test_ablate_pairs_variants_on_the_same_split_and_seeds(tmp_path, capsys):
 def test_ablate_varies_a_run_option_such_as_precision(tmp_path, capsys):
     """``--vary precision=fp32,bf16`` changes how the runs train, not their hyperparameters."""
     out = tmp_path / "precision"
-    argv = [
-        "ablate",
-        "--approach",
-        "lstm-columns",
-        "--vary",
-        "precision=fp32,bf16",
-        "--dataset",
-        "synthetic:tiny,count=60",
-        "--seeds",
-        "0",
-        "--epochs",
-        "1",
-        *("--set", "height=32", "--set", "width=96", "--set", "hidden=8"),
-        "--out",
-        str(out),
-        "--quiet",
-    ]
+    argv = ablate_argv("precision=fp32,bf16", out)
     assert main(argv) == 0
     assert "| precision | seeds |" in capsys.readouterr().out
     assert list(pd.read_csv(out / "ablation.csv").precision) == ["fp32", "bf16"]
