@@ -262,6 +262,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"suite {suite.name} ({suite.path}): {suite.description}", flush=True)
     if args.workers is None:
         args.workers = suite.workers
+    if args.precision is None:
+        args.precision = suite.precision
 
     def probes() -> list[tuple[Any, Any]]:
         pairs = []
@@ -405,7 +407,7 @@ def add_training_options(p: argparse.ArgumentParser, set_help: str) -> None:
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(args.device, args.precision, args.compile, args.graphs)
+    return RunOptions(args.device, args.precision or "auto", args.compile, args.graphs)
 
 
 def workers_arg(value: str) -> int | str:
@@ -424,9 +426,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
-        default="auto",
         choices=PRECISIONS,
-        help="autocast precision (default auto: bf16 on CUDA, fp32 on CPU)",
+        help="autocast precision (default auto: bf16 on CUDA, fp32 on CPU; `run`: the suite's)",
     )
     p.add_argument(
         "--compile",

@@ -128,6 +128,7 @@ def test_a_failing_approach_is_reported_and_the_rest_goes_on(tmp_path, monkeypat
         ("final: {set: {batch_size: 0}}\n", "batch_size=0 is out of range"),
         ("log_models: maybe\n", "log_models must be true or false"),
         ("workers: 0\n", "workers must be a positive count or auto, got 0"),
+        ("precision: fp16\n", "precision must be auto | fp32 | bf16, got 'fp16'"),
         ("set: {budget: soon}\n", "budget='soon'"),
     ],
 )
@@ -158,6 +159,7 @@ def test_datasets_may_name_their_own_approaches(tmp_path):
 def test_reproduce_suite_runs_every_approach_on_its_sources_split():
     suite = load_suite("reproduce")
     assert suite.trials == 0 and len(suite.seeds) >= 3 and suite.common_set == {"split": "source"}
+    assert suite.precision == "fp32"  # as the sources trained, also on CUDA
     assert ("synthetic:digits4", "lstm-columns") in suite.pairs
     assert {a for d, a in suite.pairs if d == "captcha-v2"} == set(list_approaches())
 
@@ -210,3 +212,26 @@ def test_a_budgeted_suite_counts_seconds_and_sets_its_workers(tmp_path):
     epochs = load_suite(write_suite(tmp_path, "approaches: [crnn]\nset: {epochs: 4}\n"))
     assert planned_work([Unit(epochs, "captcha-v2", "crnn", units[0].storage)])[2] == "epoch"
     assert load_suite("quick").common_set.get("budget")  # make bench's CPU suite is budgeted
+
+
+def test_run_trains_at_the_suites_precision_unless_told(monkeypatch, tmp_path):
+    """reproduce.yaml names fp32 (the sources' precision); ``--precision`` overrides it."""
+    from bench.cli import main
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def fake_run_suite(suite, storage, **kwargs):
+        seen.append((suite.name, kwargs["run"].precision))
+        raise Stop
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("bench.suite.run_suite", fake_run_suite)
+    for extra in ([], ["--precision", "bf16"]):
+        with pytest.raises(Stop):
+            main(["run", "--suite", "reproduce", "--device", "cpu", *extra])
+    with pytest.raises(Stop):
+        main(["run", "--suite", "smoke", "--device", "cpu"])
+    assert seen == [("reproduce", "fp32"), ("reproduce", "bf16"), ("smoke", "auto")]

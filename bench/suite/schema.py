@@ -11,11 +11,12 @@ from typing import Any
 import yaml
 
 from bench.approaches import get_approach, list_approaches
+from bench.options import PRECISIONS
 from bench.study import parse_workers
 from bench.tune import PRUNERS, SAMPLERS
 
 SUITE_KEYS = {"description", "datasets", "approaches", "seeds", "split_seed", "set", "tuning"}
-SUITE_KEYS |= {"final", "experiment", "log_models", "workers"}
+SUITE_KEYS |= {"final", "experiment", "log_models", "workers", "precision"}
 SHIPPED = Path(__file__).resolve().parents[2] / "experiments"
 STAGE_KEYS = {"tuning": {"trials", "set", "pruner", "sampler"}, "final": {"set"}}
 
@@ -42,6 +43,7 @@ class Suite:
     experiment: str = ""
     log_models: bool = False
     workers: int | str = 1  # processes on one machine unless --workers says otherwise
+    precision: str = "auto"  # autocast unless --precision says otherwise (reproduce: fp32)
     description: str = ""
     digest: str = ""
 
@@ -116,12 +118,13 @@ def load_suite(name: str | Path) -> Suite:
         tuning_set=check.mapping(tuning, "set", "tuning: set"),
         final_set=check.mapping(final, "set", "final: set"),
         common_set=check.mapping(raw, "set"),
-        pruner=check.choice(tuning, "pruner", "median", PRUNERS),
-        sampler=check.choice(tuning, "sampler", "tpe", SAMPLERS),
+        pruner=check.choice(tuning, "pruner", "median", PRUNERS, "tuning: pruner"),
+        sampler=check.choice(tuning, "sampler", "tpe", SAMPLERS, "tuning: sampler"),
         split_seed=check.integer(raw, "split_seed", 0),
         experiment=check.text(raw, "experiment", path.stem),
         log_models=check.boolean(raw, "log_models", False),
         workers=check.workers(raw),
+        precision=check.choice(raw, "precision", "auto", PRECISIONS),
         description=check.text(raw, "description", ""),
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
@@ -206,10 +209,12 @@ class Checker:
             raise self.fail(label or key, value, "an integer >= 0")
         return value
 
-    def choice(self, raw: dict, key: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(
+        self, raw: dict, key: str, default: str, choices: tuple[str, ...], label: str = ""
+    ) -> str:
         value = raw.get(key, default)
         if value not in choices:
-            raise self.fail(f"tuning: {key}", value, " | ".join(choices))
+            raise self.fail(label or key, value, " | ".join(choices))
         return value
 
     def text(self, raw: dict, key: str, default: str) -> str:
