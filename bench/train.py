@@ -37,6 +37,7 @@ from bench.data import Augment, Dataset, Split, TensorStore
 from bench.errors import NonFiniteLossError
 from bench.graphs import StaticStep
 from bench.hparams import TrainConfig
+from bench.options import CYCLED_MOMENTUM
 from bench.spec import RunSpec
 
 EVAL_BATCH = 256
@@ -121,7 +122,7 @@ def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_
             pct_start=cfg.pct_start,
             div_factor=25.0,
             final_div_factor=1e5 / 25.0,  # torch divides the start lr, fastai the peak
-            cycle_momentum=cfg.optimizer in ("adam", "adamw", "sgd"),
+            cycle_momentum=cfg.optimizer in CYCLED_MOMENTUM,
             base_momentum=0.85,
             max_momentum=0.95,
         )
