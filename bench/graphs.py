@@ -101,17 +101,31 @@ class StaticStep:
         torch.cuda.current_stream().wait_stream(side)
         return loss
 
+    def _generators(self) -> list[torch.Generator]:
+        """The generators a capture puts in capture mode: the device's default and the batcher's."""
+        index = self.run.device.index
+        default = torch.cuda.default_generators[
+            torch.cuda.current_device() if index is None else index
+        ]
+        return [default, self.run.batcher.generator]
+
     def _capture(self, size: int, buffer: torch.Tensor) -> torch.Tensor:
         """Capture this step (capturing runs nothing), then replay it as this call's step; if the
         step cannot be captured, train eagerly from here on and say why."""
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(self.run.batcher.generator)
+        generators = self._generators()
+        before = [generator.clone_state() for generator in generators]
         try:
             with torch.cuda.graph(graph):
                 loss = self._step(buffer)
         except RuntimeError as err:
             print(f"graphs: capture failed, training eagerly: {err}", file=sys.stderr, flush=True)
             self.capture = False
+            # a capture that fails can leave a generator in capture mode (its epilogue never
+            # ran): every later eager draw would then raise; the states cloned before are clean
+            for generator, state in zip(generators, before, strict=True):
+                generator.graphsafe_set_state(state)
             self.run.optimizer.zero_grad(set_to_none=True)
             return self._step(buffer)
         self.graphs[size] = (graph, loss)

@@ -227,3 +227,32 @@ def test_training_with_graphs_on_learns_like_eager():
     assert results[1].spec.graphs and not results[0].spec.graphs
     losses = [[h["train_loss"] for h in r.history] for r in results]
     assert losses[1] == pytest.approx(losses[0], rel=1e-2)
+
+
+@cuda
+def test_a_failed_capture_trains_on_eagerly_with_working_random_streams(capsys):
+    """A step that cannot be captured (a host read) falls back to eager steps, whose dropout and
+    augmentation still draw: the failed capture leaves no generator in capture mode."""
+    dataset = load_dataset(TINY)
+    overrides = {"optimizer": "adam", "batch_size": 16, "dropout": 0.2}
+    options = RunOptions(device="cuda", precision="fp32", graphs="off")
+    spec = make_spec("crnn-gru", dataset, overrides, options=options)
+    seed_everything(0)
+    run = prepare(spec, dataset)
+    run.batcher.generator = torch.Generator(device="cuda").manual_seed(0)
+    run.static = StaticStep(run, capture=True)
+    capturable = run.static._step
+
+    def step_with_host_read(idx: torch.Tensor) -> torch.Tensor:
+        loss = capturable(idx)
+        loss.item()  # forbidden while capturing
+        return loss
+
+    run.static._step = step_with_host_read
+    train = run.split.train.cuda()
+    losses = [run.train_step(train[16 * i : 16 * (i + 1)]).item() for i in range(6)]
+    assert "capture failed, training eagerly" in capsys.readouterr().err
+    assert run.static.capture is False and not run.static.graphs
+    assert all(torch.isfinite(torch.tensor(losses)))
+    torch.nn.functional.dropout(torch.ones(8, device="cuda"), 0.5)  # the default generator
+    torch.rand(8, device="cuda", generator=run.batcher.generator)  # the batcher's
