@@ -4,12 +4,12 @@ At small batches a training step is launch-bound: the GPU waits on Python and on
 launches. :class:`StaticStep` runs the trainer's step on fixed buffers: the batch's store indices
 are copied into a static index tensor, and gathering, augmentation with the device generator,
 normalisation, forward, loss, backward, gradient clipping and the optimizer step (Adam, AdamW or
-Adadelta, made capturable) all read device tensors; the schedule's learning rate lives in a
-device tensor that the host refreshes after each schedule step. With ``capture`` it warms up a few
-real steps on a side stream, captures one step per batch size (the full batch, and the last
-partial batch where the source's loader keeps it) and replays it; without, it runs the same static
-step eagerly, which is what the CPU tests compare with the plain step. Graphs change speed, not the
-recipe: same batches, same schedule, same augmentation.
+Adadelta, made capturable) all read device tensors; the schedule's learning rate (and one-cycle's
+beta1) lives in device tensors that the host refreshes after each schedule step. With ``capture``
+it warms up a few real steps on a side stream, captures one step per batch size (the full batch,
+and the last partial batch where the source's loader keeps it) and replays it; without, it runs
+the same static step eagerly, which is what the CPU tests compare with the plain step. Graphs
+change speed, not the recipe: same batches, same schedule, same augmentation.
 """
 
 from __future__ import annotations
@@ -26,27 +26,41 @@ WARMUP_STEPS = 3  # eager steps per batch size before capture (cuDNN autotuning,
 
 
 class DeviceHyperparameters:
-    """The optimizer's learning rate as a device tensor that a captured step reads.
+    """The optimizer's learning rate, and beta1 where the schedule moves it, as device tensors
+    that a captured step reads.
 
-    Schedules write floats or fill the tensor in place; :meth:`refresh` copies what they wrote
-    into the captured tensor and puts it back. Betas stay floats: torch's foreach Adam reads a
-    tensor beta on the host (an ``item()`` call that capture forbids; seen on an H100, torch 2.11),
-    so runs whose schedule moves the betas train eagerly (:func:`bench.options.graph_blocker`).
+    Schedules write floats or fill the tensors in place; :meth:`refresh` copies what they wrote
+    into the captured tensors and puts them back. A moving beta1 (one-cycle with Adam or AdamW,
+    source 000's recipe) needs torch's single-tensor Adam (``foreach=False``), whose ``lerp_``
+    takes a tensor weight: the foreach path reads a tensor beta on the host (an ``item()`` call
+    that capture forbids; seen on an H100, torch 2.11). beta2 stays a float (``addcmul_``'s value
+    is a host number), as do the betas of runs whose schedule leaves them alone.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device):
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, beta1: bool = False):
         self.optimizer = optimizer
-        self.tensors = [
-            torch.tensor(float(group["lr"]), device=device, dtype=torch.float32)
-            for group in optimizer.param_groups
-        ]
+        groups = optimizer.param_groups
+
+        def held(value) -> torch.Tensor:
+            return torch.tensor(float(value), device=device, dtype=torch.float32)
+
+        self.lrs = [held(group["lr"]) for group in groups]
+        self.beta1s = [held(group["betas"][0]) for group in groups] if beta1 else []
         self.refresh()
 
     def refresh(self) -> None:
-        for group, tensor in zip(self.optimizer.param_groups, self.tensors, strict=True):
-            if group["lr"] is not tensor:
-                tensor.fill_(float(group["lr"]))
-            group["lr"] = tensor
+        for group, lr in zip(self.optimizer.param_groups, self.lrs, strict=True):
+            group["lr"] = _fill(lr, group["lr"])
+        for group, beta1 in zip(self.optimizer.param_groups, self.beta1s, strict=bool(self.beta1s)):
+            group["betas"] = (_fill(beta1, group["betas"][0]), *group["betas"][1:])
+            group["foreach"] = False  # also after an optimizer state was loaded
+
+
+def _fill(tensor: torch.Tensor, value: float | torch.Tensor) -> torch.Tensor:
+    """``tensor``, holding ``value`` (what a schedule wrote, unless it is the tensor itself)."""
+    if value is not tensor:
+        tensor.fill_(float(value))
+    return tensor
 
 
 class StaticStep:
@@ -66,7 +80,11 @@ class StaticStep:
             for state in run.optimizer.state.values():  # a resumed optimizer's step counters
                 if torch.is_tensor(state.get("step")):
                     state["step"] = state["step"].to(run.device)
-        self.hyper = DeviceHyperparameters(run.optimizer, run.device)
+        schedule = run.schedule
+        moves_beta1 = isinstance(schedule, torch.optim.lr_scheduler.OneCycleLR) and (
+            schedule.cycle_momentum and schedule.use_beta1
+        )
+        self.hyper = DeviceHyperparameters(run.optimizer, run.device, beta1=moves_beta1)
 
     def refresh(self) -> None:
         """Call after every schedule step: the captured step reads the new values."""

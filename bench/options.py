@@ -29,8 +29,6 @@ class RunOptions:
 
 
 RUN_OPTION_KEYS = frozenset(f.name for f in fields(RunOptions))
-# optimizers whose momentum (Adam's beta1) the one-cycle schedule cycles, as fastai's does
-CYCLED_MOMENTUM = ("adam", "adamw", "sgd")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -62,10 +60,6 @@ def graph_blocker(hparams: Mapping[str, Any], compile: bool) -> str | None:
         return "torch.compile manages its own graphs"
     if hparams.get("optimizer") == "sgd":
         return "torch's SGD reads a tensor learning rate on the host (an item() call)"
-    if hparams.get("schedule") == "onecycle" and hparams.get("optimizer") in CYCLED_MOMENTUM:
-        return (
-            "one-cycle moves Adam's beta1 each step; torch's Adam reads a tensor beta on the host"
-        )
     return None
 
 

@@ -37,10 +37,12 @@ from bench.data import Augment, Dataset, Split, TensorStore
 from bench.errors import NonFiniteLossError
 from bench.graphs import StaticStep
 from bench.hparams import TrainConfig
-from bench.options import CYCLED_MOMENTUM
 from bench.spec import RunSpec
 
 EVAL_BATCH = 256
+# optimizers whose momentum (Adam's beta1) the one-cycle schedule cycles, as fastai's does
+CYCLED_MOMENTUM = ("adam", "adamw", "sgd")
+
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 

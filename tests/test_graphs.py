@@ -125,10 +125,13 @@ def test_static_step_matches_the_eager_step(approach, overrides):
         # near-zero gradients); a wrong learning rate or beta is off by several percent
         assert (updates[1] - updates[0]).norm() < 1e-2 * updates[0].norm()
         assert schedules[1] == pytest.approx(schedules[0], rel=1e-6)  # what the graph reads
-        for group, held in zip(
-            static.optimizer.param_groups, static.static.hyper.tensors, strict=True
-        ):
-            assert group["lr"] is held  # the schedule's value is in the captured tensor
+        hyper = static.static.hyper
+        for group, lr in zip(static.optimizer.param_groups, hyper.lrs, strict=True):
+            assert group["lr"] is lr  # the schedule's value is in the captured tensor
+        cycled = overrides.get("schedule") == "onecycle"
+        assert len(hyper.beta1s) == (len(static.optimizer.param_groups) if cycled else 0)
+        for group, beta1 in zip(static.optimizer.param_groups, hyper.beta1s, strict=cycled):
+            assert group["betas"][0] is beta1 and group["foreach"] is False
     assert sorted(static.static.buffers) == [11, 16]
 
 
@@ -141,17 +144,25 @@ def test_schedule_values_reach_the_device_tensor(cycle):
         if cycle
         else torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
     )
-    hyper = DeviceHyperparameters(optimizer, torch.device("cpu"))
-    (lr,) = hyper.tensors
+    hyper = DeviceHyperparameters(optimizer, torch.device("cpu"), beta1=cycle)
+    (lr,) = hyper.lrs
     for loss in (2.0, 3.0):
         model(torch.ones(1, 2)).sum().backward()
         optimizer.step()
         schedule.step() if cycle else schedule.step(loss)  # in place, or a new float
         hyper.refresh()
     group = optimizer.param_groups[0]
-    assert group["lr"] is lr and isinstance(group["betas"][0], float)  # betas stay floats
+    assert group["lr"] is lr
     expected = schedule.get_last_lr()[0] if cycle else 0.05
     assert float(lr) == pytest.approx(expected) and float(lr) != pytest.approx(0.1)
+    if cycle:  # one-cycle moved beta1 off its start (0.95) into the captured tensor
+        (beta1,) = hyper.beta1s
+        assert group["betas"][0] is beta1 and group["foreach"] is False
+        assert 0.85 < float(beta1) < 0.95
+        warmed = (float(lr) / 0.1 - 1 / 25) / (1 - 1 / 25)  # share of the warm-up done, from lr
+        assert float(beta1) == pytest.approx(0.95 - 0.1 * warmed, rel=1e-6)
+    else:
+        assert group["betas"] == (0.9, 0.99) and not hyper.beta1s  # floats, left alone
 
 
 def test_graphs_are_on_only_for_cuda_runs_that_can_be_captured(capsys, monkeypatch):
@@ -163,13 +174,11 @@ def test_graphs_are_on_only_for_cuda_runs_that_can_be_captured(capsys, monkeypat
     assert resolve_graphs("on", "cuda", {"carry_state": True}, False) is False
     assert resolve_graphs("auto", "cuda", {}, True) is False  # torch.compile
     assert resolve_graphs("auto", "cuda", {"optimizer": "sgd"}, False) is False
-    cycled = {"optimizer": "adamw", "schedule": "onecycle"}  # beta1 moves every step
-    assert resolve_graphs("auto", "cuda", cycled, False) is False
-    assert resolve_graphs("auto", "cuda", {**cycled, "optimizer": "adadelta"}, False) is True
-    assert resolve_graphs("auto", "cuda", {**cycled, "schedule": "plateau"}, False) is True
+    cycled = {"optimizer": "adamw", "schedule": "onecycle"}  # beta1 in a device tensor
+    assert resolve_graphs("auto", "cuda", cycled, False) is True
     err = capsys.readouterr().err
     assert err.count("carry_state") == 1 and "torch.compile" in err  # each reason said once
-    assert "SGD" in err and "beta1" in err
+    assert "SGD" in err
     with pytest.raises(ValueError, match="graphs=on needs CUDA"):
         resolve_graphs("on", "cpu", {}, False)
     with pytest.raises(ValueError, match="graphs='sometimes'"):
@@ -182,13 +191,19 @@ def test_cpu_specs_never_capture():
 
 
 @cuda
-@pytest.mark.parametrize("approach", ["lstm-columns", "ce-crnn"])
-def test_captured_step_replays_what_the_eager_step_computes(approach):
-    """Captured (after warm-up) and replayed on CUDA against the eager step, in fp32."""
+@pytest.mark.parametrize(
+    ("approach", "schedule"),
+    [("lstm-columns", "none"), ("ce-crnn", "none"), ("ce-crnn", "onecycle")],
+    ids=["ctc-adam", "ce-adam", "ce-adamw-onecycle"],
+)
+def test_captured_step_replays_what_the_eager_step_computes(approach, schedule):
+    """Captured (after warm-up) and replayed on CUDA against the eager step, in fp32, with the
+    schedule stepped after each step (one-cycle moves the learning rate and beta1)."""
     dataset = load_dataset(TINY)
     overrides = {  # capturable: Adam (torch's SGD is not), no state carried across batches
         **(SMALL if approach == "lstm-columns" else {}),
-        "optimizer": "adam",
+        "optimizer": "adamw" if schedule == "onecycle" else "adam",
+        "schedule": schedule,
         "carry_state": False,
         "batch_size": 16,
     }
@@ -207,11 +222,18 @@ def test_captured_step_replays_what_the_eager_step_computes(approach):
     for run in runs:
         torch.manual_seed(1)  # dropout's stream
         # 3 warm-up steps, the capture (replayed once), 2 replays
-        losses.append([run.train_step(train[16 * i : 16 * (i + 1)]).item() for i in range(6)])
+        losses.append([])
+        for i in range(6):
+            losses[-1].append(run.train_step(train[16 * i : 16 * (i + 1)]).item())
+            step_schedule(run)
     assert losses[1] == pytest.approx(losses[0], rel=1e-3)
     assert 16 in runs[1].static.graphs
     for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+    betas = [float(run.optimizer.param_groups[0]["betas"][0]) for run in runs]
+    assert betas[1] == pytest.approx(betas[0], rel=1e-6)
+    if schedule == "onecycle":
+        assert 0.85 < betas[0] < 0.95  # moved by the schedule, into the captured step too
 
 
 @cuda
