@@ -73,7 +73,7 @@ def ablation_table(key: str, records: dict[Any, list[dict[str, Any]]]) -> pd.Dat
     rows = []
     for value in values:
         mine = {r["seed"]: correct_by_file(r) for r in records[value]}
-        acc, low, high = bootstrap_mean(list(mine.values()))
+        acc, low, high = bootstrap_mean(list(mine.values()), outcomes=True)
         seeds = sorted(set(mine) & set(reference))
         shared = [mine[s].index.intersection(reference[s].index) for s in seeds]
         diffs = [mine[s][i] - reference[s][i] for s, i in zip(seeds, shared, strict=True)]

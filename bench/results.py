@@ -199,7 +199,7 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
         shown = f"{means['test_seq_acc']:.2%}"
         if all("predictions" in r for r in group):
             correct = [[float(p["correct"]) for p in r["predictions"]] for r in group]
-            _, low, high = bootstrap_mean(correct)
+            _, low, high = bootstrap_mean(correct, outcomes=True)
             shown += f" ({low:.2%} to {high:.2%})"
         source, source_ci = "-", None
         if approach in SOURCE_FIGURES:

@@ -345,7 +345,8 @@ def test_paired_test_bootstraps_images_within_seeds():
 
 def test_intervals_stay_inside_zero_and_one_and_the_worst_cer():
     nothing = [np.zeros(200), np.zeros(200)]
-    assert bootstrap_ratio(nothing) == (0.0, 0.0, 0.0)
+    point, low, high = bootstrap_ratio(nothing)
+    assert (point, low) == (0.0, 0.0) and 0.0 < high < 0.01  # see the next test
     almost = [np.r_[1.0, np.zeros(199)], np.zeros(200)]  # 1 image of 400 read right
     point, low, high = bootstrap_ratio(almost)
     assert point == pytest.approx(1 / 400) and 0.0 <= low <= point <= high <= 1.0
@@ -356,6 +357,24 @@ def test_intervals_stay_inside_zero_and_one_and_the_worst_cer():
     worst = max(d.max() for d in distances) / 5
     assert 0.0 <= low < point < high <= worst and high > 0.9
     assert point == pytest.approx(np.mean([d.sum() / 1500 for d in distances]))
+
+
+def test_an_all_right_or_all_wrong_test_set_gets_an_interval_of_nonzero_width():
+    """0 of 187 read right is not a certain 0%: the bootstrap has nothing to resample there, so
+    the interval is the pooled count's Wilson interval (0 of n: up to z^2 / (n + z^2)); likewise
+    104 of 104, and a CER of 100% (every character wrong). Paired differences that are all zero
+    (two identical readers) keep the bootstrap's point: a difference is no proportion."""
+    z2 = 1.959964**2
+    assert bootstrap_mean([np.zeros(187)], outcomes=True) == pytest.approx((0, 0, z2 / (187 + z2)))
+    point, low, high = bootstrap_ratio([np.ones(104)])
+    assert (point, high) == (1.0, 1.0) and low == pytest.approx(104 / (104 + z2))
+    assert bootstrap_mean([np.ones(52), np.ones(52)], outcomes=True)[1] == pytest.approx(low)
+    lengths = [np.full(100, 5.0)]
+    point, low, high = bootstrap_ratio(lengths, lengths)  # edit distance = length everywhere
+    assert (point, high) == (1.0, 1.0) and low == pytest.approx(500 / (500 + z2))
+    assert bootstrap_mean([np.zeros(50)]) == (0.0, 0.0, 0.0)  # differences: no bound to keep off
+    mixed = [np.r_[1.0, np.zeros(99)]]  # one right: the bootstrap as before
+    assert bootstrap_mean(mixed, outcomes=True) == bootstrap_mean(mixed)
 
 
 def test_time_to_threshold_and_training_seconds():

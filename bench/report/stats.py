@@ -18,17 +18,40 @@ def mcnemar_exact(leader_only: int, other_only: int) -> float:
 
 
 def bootstrap_mean(
-    groups: Sequence[np.ndarray], samples: int = 2000, seed: int = 0, level: float = 0.95
+    groups: Sequence[np.ndarray],
+    samples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    outcomes: bool = False,
 ) -> tuple[float, float, float]:
     """Mean of per-item values pooled over ``groups`` (one array per training seed, e.g. 0/1
     outcomes or paired differences of the same test images), with a percentile bootstrap interval
     that resamples items *within* each group: seeds are not pooled as if independent, and the
-    interval stays inside the values' range."""
+    interval stays inside the values' range. With ``outcomes`` (0/1 values) an all-0 or all-1
+    pool gets :func:`boundary_interval` instead of the bootstrap's zero width."""
     rng = np.random.default_rng(seed)
     arrays = [np.asarray(g, dtype=float) for g in groups]
+    pooled = np.concatenate(arrays)
+    if outcomes and (edge := boundary_interval(pooled, np.ones_like(pooled), level)):
+        return float(pooled.mean()), *edge
     tail = (1 - level) / 2
     low, high = np.quantile(resampled_means(arrays, rng, samples), [tail, 1 - tail])
-    return float(np.concatenate(arrays).mean()), float(low), float(high)
+    return float(pooled.mean()), float(low), float(high)
+
+
+def boundary_interval(
+    numerators: np.ndarray, denominators: np.ndarray, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Where every item sits at a bound of its ratio (no image read right, or every one; every
+    character wrong), resampling draws the same items again and the bootstrap interval has zero
+    width, claiming a certainty that a finite test set cannot give. There, the Wilson interval of
+    the pooled count (successes of trials, all items taken as independent) says how far from the
+    bound the rate could still be; None elsewhere."""
+    num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+    if not num.size or not (np.all(num == 0) or np.all(num == den)):
+        return None
+    ci = stats.binomtest(round(num.sum()), round(den.sum())).proportion_ci(level, "wilson")
+    return float(ci.low), float(ci.high)
 
 
 def resampled_means(arrays: list[np.ndarray], rng: np.random.Generator, samples: int) -> np.ndarray:
@@ -74,7 +97,8 @@ def bootstrap_ratio(
     point is the mean of the seeds' metrics; every resampled value is a mean of ratios of
     non-negative sums, so the interval stays inside the per-item ratios' range (an accuracy inside
     [0, 1], a CER inside [0, the worst image's CER]), unlike a t interval over few seeds. It
-    covers both the spread between training seeds and the test images' sampling.
+    covers both the spread between training seeds and the test images' sampling. Where every item
+    sits at a bound (0% or 100%), :func:`boundary_interval`.
     """
     nums = [np.asarray(g, dtype=float) for g in numerators]
     dens = (
@@ -84,6 +108,9 @@ def bootstrap_ratio(
     )
     if not nums:
         return math.nan, math.nan, math.nan
+    point = float(np.mean([n.sum() / d.sum() for n, d in zip(nums, dens, strict=True)]))
+    if edge := boundary_interval(np.concatenate(nums), np.concatenate(dens), level):
+        return point, *edge
     rng = np.random.default_rng(seed)
     per_seed = np.empty((samples, len(nums)))  # images resampled within each seed
     for j, (num, den) in enumerate(zip(nums, dens, strict=True)):
@@ -93,7 +120,6 @@ def bootstrap_ratio(
     resampled = np.take_along_axis(per_seed, drawn, axis=1).mean(1)
     tail = (1 - level) / 2
     low, high = np.quantile(resampled, [tail, 1 - tail])
-    point = float(np.mean([n.sum() / d.sum() for n, d in zip(nums, dens, strict=True)]))
     return point, float(low), float(high)
 
 
