@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from bench.allocator import malloc_mode
 from bench.data import Dataset, load_dataset
 from bench.data.store import MODES
 from bench.graphs import WARMUP_STEPS, StaticStep
@@ -224,6 +225,7 @@ def measure(
         "latency_ms_p50": inference["latency_ms_p50"],
         "latency_ms_p95": inference["latency_ms_p95"],
         "peak_memory_mb": peak_memory_mb(dev),
+        "malloc": malloc_mode(),
         "flops_per_image": run.flops,
         "train_tflop_s": achieved / 1e12,
         "peak_tflop_s": (peak or 0) / 1e12,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.allocator import malloc_mode
 from bench.config import cache_dir
 from bench.data import Dataset
 from bench.hparams import TrainConfig
@@ -47,6 +48,7 @@ def save_result(result: TrainResult, path: Path) -> None:
         **result.summary(),
         "threads": torch.get_num_threads(),
         "cpu": cpu_name(),
+        "malloc": malloc_mode(),
         "split": result.hparams["split"],
         "n_train": result.data["n_train"],
         "hparams": result.hparams,
