@@ -68,7 +68,8 @@ def test_perf_on_cpu_for_two_small_approaches_writes_json(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["approach"] for r in rows] == ["lstm-columns", "crnn-gru"]
     for row in rows:
-        assert set(row) == COLUMNS | CUDA_ONLY | {"graphs"}
+        assert set(row) == COLUMNS | CUDA_ONLY | {"graphs", "malloc"}
+        assert row["malloc"] == "keep"  # the CLI kept glibc's freed memory (bench.allocator)
         assert row["graphs"] is False and all(row[key] is None for key in CUDA_ONLY)
         assert row["device"] == "cpu" and row["batch_size"] == 16
         for key in COLUMNS - {"approach", "device"}:
