@@ -4,6 +4,7 @@ cache``."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -85,16 +86,13 @@ def spec_from(
     overrides: dict,
     seed: int,
     options: RunOptions | None = None,
+    fold: int = 0,
 ):
     """The run's spec from the command line (checked before any training or MLflow run)."""
     from bench.spec import make_spec
 
     return make_spec(
-        approach,
-        dataset,
-        overrides,
-        seed=seed,
-        options=options or run_options(args),
+        approach, dataset, overrides, seed=seed, options=options or run_options(args), fold=fold
     )
 
 
@@ -103,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     dataset = load_dataset(
         args.dataset, data_dir=args.data_dir, split_seed=args.split_seed, skip_bad=args.skip_bad
     )
-    spec = spec_from(args, args.approach, dataset, overrides, args.seed)
+    spec = spec_from(args, args.approach, dataset, overrides, args.seed, fold=args.fold)
     from bench.tracked import train_tracked
     from bench.train import EpochLines
 
@@ -132,16 +130,23 @@ def cmd_train(args: argparse.Namespace) -> None:
         save_result(result, args.out)
 
 
+def folds_of(hparams: dict[str, Any]) -> range:
+    """Every fold of a k-fold split (``split=kfold``), else the one split."""
+    return range(hparams["folds"]) if hparams["split"] == "kfold" else range(1)
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
+    from bench.approaches import get_approach
     from bench.results import train_and_record, write_table
 
     approaches = approaches_from(args)
     overrides = overrides_from(args, *approaches)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
     specs = [
-        spec_from(args, name, dataset, overrides, seed)
+        spec_from(args, name, dataset, overrides, seed, fold=fold)
         for name in approaches
         for seed in args.seeds
+        for fold in folds_of(get_approach(name).resolve(overrides))
     ]
     for spec in specs:
         train_and_record(
@@ -516,6 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_options(p, "override a hyperparameter (repeatable), e.g. --set lr=1e-3")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument(
+        "--fold",
+        type=int,
+        default=0,
+        help="with --set split=kfold: the fold tested, 0 to folds-1 (default 0)",
+    )
+    p.add_argument(
         "--skip-bad",
         action="store_true",
         help="skip unreadable images (listed on stderr) instead of stopping",
@@ -532,8 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare",
         help="train several approaches on one dataset, write a table",
-        description="Train each approach (and seed) on the same split; results go to "
-        "OUT/<approach>-<dataset>-seed<S>.json and the table to OUT/results.csv and "
+        description="Train each approach (and seed) on the same split (with --set split=kfold: "
+        "every fold); results go to OUT/<approach>-<dataset>-seed<S>[-fold<F>].json and the "
+        "table to OUT/results.csv and "
         "OUT/results.md. Finished results are kept: a re-run of the same settings resumes; "
         "other settings over a kept result are refused.",
     )
@@ -718,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # CPU steps stop page-faulting their activations in anew (bench.allocator)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our bars suffice
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run
+    for name in ("mlflow", "alembic"):  # the console holds the project's own lines
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         code = args.func(args)
     except USER_ERRORS as err:

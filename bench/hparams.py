@@ -25,8 +25,9 @@ class TrainConfig:
     std: tuple[float, ...] = (1.0,)
     max_len: int = 0  # positions a head reads; 0: the dataset's longest label
     alphabet: str = "dataset"  # output classes: the dataset's characters, or one of ALPHABETS
-    split: str = "benchmark"  # benchmark (70/10/20, one for all) | source (the source's holdout)
+    split: str = "benchmark"  # SPLITS: benchmark (70/10/20) | source (its holdout) | kfold
     holdout: float = 0.2  # with split=source: the share the source held out (test = validation)
+    folds: int = 5  # with split=kfold: how many folds (the run's fold is a spec field, like seed)
     decode: str = "convert-resize"  # image decoding order (source 001: resize-convert)
     optimizer: str = "adam"  # OPTIMIZERS: adam | adamw (fastai's: betas 0.9/0.99, eps 1e-5) | ...
     lr: float = 1e-3
@@ -79,11 +80,6 @@ class TrainConfig:
             )
         return charset
 
-    @property
-    def split_holdout(self) -> float | None:
-        """The held-out share of a source split, or None for the benchmark's split."""
-        return self.holdout if self.split == "source" else None
-
     def codec_options(self, kind: str) -> dict[str, Any]:
         """The options of codec ``kind`` (``"ce"`` or ``"ctc"``) that these settings choose."""
         if kind == "ce":
@@ -113,6 +109,7 @@ class TrainConfig:
             ),
             ("split", self.split in SPLITS, " | ".join(SPLITS)),
             ("holdout", 0 < self.holdout < 1, "in (0, 1)"),
+            ("folds", self.folds >= 2, ">= 2"),
             ("decode", self.decode in DECODE_ORDERS, " | ".join(DECODE_ORDERS)),
             ("optimizer", self.optimizer in OPTIMIZERS, " | ".join(OPTIMIZERS)),
             ("lr", self.lr > 0, "> 0"),
@@ -142,7 +139,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adadelta")
 ALPHABETS = {"alnum": string.digits + string.ascii_lowercase, "digits": string.digits}
 SCHEDULES = ("none", "onecycle", "linear", "plateau")
 DECODERS = ("greedy", "beam")
-SPLITS = ("benchmark", "source")
+SPLITS = ("benchmark", "source", "kfold")
 
 
 DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m|min|h)?\s*", re.IGNORECASE)

@@ -28,6 +28,7 @@ TABLE_COLUMNS = [
     "n_train",
     "precision",
     "seed",
+    "fold",
     "epochs",
     "test_seq_acc",
     "test_char_acc",
@@ -50,6 +51,7 @@ def save_result(result: TrainResult, path: Path) -> None:
         "cpu": cpu_name(),
         "malloc": malloc_mode(),
         "split": result.hparams["split"],
+        "fold": result.spec.fold,
         "n_train": result.data["n_train"],
         "hparams": result.hparams,
         "spec": {k: v for k, v in result.spec.params().items() if k not in result.hparams},
@@ -62,9 +64,11 @@ def save_result(result: TrainResult, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def result_path(out: Path, name: str, dataset: str, seed: int) -> Path:
-    """``OUT/<approach>-<dataset>-seed<S>.json``; the dataset name made file-safe."""
-    return out / f"{name}-{re.sub(r'[^A-Za-z0-9.]+', '-', dataset).strip('-')}-seed{seed}.json"
+def result_path(spec: RunSpec, out: Path) -> Path:
+    """``OUT/<approach>-<dataset>-seed<S>[-fold<F>].json``; the dataset name made file-safe."""
+    dataset = re.sub(r"[^A-Za-z0-9.]+", "-", spec.dataset).strip("-")
+    fold = f"-fold{spec.fold}" if spec.kfold else ""
+    return out / f"{spec.approach}-{dataset}-seed{spec.seed}{fold}.json"
 
 
 def check_same_run(path: Path, spec: RunSpec) -> None:
@@ -101,7 +105,7 @@ def train_and_record(
     """Train ``spec`` (tracked in MLflow, experiment ``experiment``; a line per epoch) unless
     ``out`` already holds its result; per-epoch checkpoints make an interrupted training
     resumable."""
-    path = result_path(out, spec.approach, spec.dataset, spec.seed)
+    path = result_path(spec, out)
     if path.exists():
         check_same_run(path, spec)
         return path
@@ -117,7 +121,7 @@ def train_and_record(
     )
     save_result(result, path)
     print(
-        f"{spec.approach} seed {spec.seed}: test seq acc {result.test['seq_acc']:.2%}, "
+        f"{spec.label}: test seq acc {result.test['seq_acc']:.2%}, "
         f"CER {result.test['cer']:.2%} ({result.train_seconds:.0f} s, {len(result.history)} "
         "epochs)",
         flush=True,

@@ -48,6 +48,7 @@ class RunSpec:
     seed: int
     device: str
     precision: str
+    fold: int = 0  # with split=kfold: the fold tested (0 .. folds-1); else 0
     compile: bool = False
     graphs: bool = False  # the training step is captured as CUDA graphs (bench.graphs)
     skip_bad: bool = False
@@ -67,6 +68,16 @@ class RunSpec:
         text = json.dumps(asdict(self), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
+    @property
+    def kfold(self) -> bool:
+        return self.hparams["split"] == "kfold"
+
+    @property
+    def label(self) -> str:
+        """``approach seed S [fold F] dataset``: the run's name, what tells runs apart first."""
+        fold = f" fold {self.fold}" if self.kfold else ""
+        return f"{self.approach} seed {self.seed}{fold} {self.dataset}"
+
     def params(self) -> dict[str, Any]:
         """The spec as MLflow params: hyperparameters by name, run settings beside them."""
         run = {k: v for k, v in asdict(self).items() if k != "hparams"}
@@ -79,12 +90,14 @@ def make_spec(
     overrides: Mapping[str, Any] | None = None,
     seed: int = 0,
     options: RunOptions | None = None,
+    fold: int = 0,
 ) -> RunSpec:
-    """Resolve and check a run: hyperparameters (unknown keys, types, ranges), device (``cuda``
-    without CUDA is an error), precision, graphs; ``dataset`` is a loaded
-    :class:`~bench.data.Dataset`."""
+    """Resolve and check a run: hyperparameters (unknown keys, types, ranges), the fold (0 ..
+    folds-1 with ``split=kfold``, else 0), device (``cuda`` without CUDA is an error), precision,
+    graphs; ``dataset`` is a loaded :class:`~bench.data.Dataset`."""
     options = options or RunOptions()
     hparams = get_approach(approach).resolve(overrides)
+    check_fold(fold, hparams)
     dev = resolve_device(options.device)
     return RunSpec(
         approach=approach,
@@ -93,6 +106,7 @@ def make_spec(
         fingerprint=dataset.source.fingerprint,
         split_seed=dataset.split_seed,
         seed=int(seed),
+        fold=int(fold),
         device=dev,
         precision=resolve_precision(options.precision, dev),
         compile=bool(options.compile),
@@ -100,6 +114,15 @@ def make_spec(
         skip_bad=dataset.skip_bad,
         code=code_digest(approach),
     )
+
+
+def check_fold(fold: int, hparams: Mapping[str, Any]) -> None:
+    """A fold names a part of a k-fold split: ``0 <= fold < folds`` there, 0 elsewhere."""
+    if hparams["split"] == "kfold":
+        if not 0 <= fold < hparams["folds"]:
+            raise ValueError(f"fold={fold} is out of range: use 0 to {hparams['folds'] - 1}")
+    elif fold != 0:
+        raise ValueError(f"fold={fold} needs split=kfold (the split is {hparams['split']})")
 
 
 @functools.cache

@@ -154,12 +154,13 @@ def train_tracked(
         "source": spec.source,
         "dataset": spec.dataset,
         "seed": spec.seed,
+        **({"fold": spec.fold, "folds": spec.hparams["folds"]} if spec.kfold else {}),
         "suite": "",
         **(tags or {}),
     }
     with mlflow_run(
         experiment or spec.dataset,
-        run_name or f"{spec.approach} {spec.dataset} seed {spec.seed}",
+        run_name or spec.label,
         run_tags,
         parent_run_id,
         finished_on=finished_on,

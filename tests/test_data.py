@@ -318,7 +318,7 @@ def test_source_split_holds_out_its_share_and_validates_on_it():
 
     dataset = load_dataset("synthetic:tiny,count=200")
     store = dataset.store(1, 32, 96)
-    split = dataset.split(store, holdout=0.1)
+    split = dataset.split(store, "source", holdout=0.1)
     assert split.sizes() == {"train": 180, "val": 20, "test": 20}
     assert split.val.equal(split.test)
     benchmark = dataset.split(store)

@@ -336,7 +336,7 @@ def test_paired_test_bootstraps_images_within_seeds():
     outcomes = {"L0": frame(True), "L1": frame(False), "O0": frame(False), "O1": frame(True)}
     runs = pd.DataFrame(
         {"tags.approach": ["lead", "lead", "other", "other"], "tags.seed": ["0", "1", "0", "1"]}
-    ).assign(run_id=["L0", "L1", "O0", "O1"])
+    ).assign(run_id=["L0", "L1", "O0", "O1"], **{"tags.fold": ""})
     comparison = SimpleNamespace(predictions=outcomes.__getitem__)
     (test,) = paired_tests(comparison, runs, "lead")
     assert (test["diff"], test["low"], test["high"]) == (0.0, 0.0, 0.0)

@@ -21,6 +21,7 @@ from bench.data.store import (
     TensorStore,
     decode_source,
     make_holdout_split,
+    make_kfold_split,
     make_split,
     split_digest,
 )
@@ -63,12 +64,27 @@ class Dataset:
             )
         return self._stores[key]
 
-    def split(self, store: TensorStore, holdout: float | None = None) -> Split:
-        """The benchmark's 70/10/20 split, or with ``holdout`` a source's own: that share held
-        out as the test part, which is also what each epoch validates on (as the sources did)."""
-        if holdout is None:
-            return make_split(store.files, self.split_seed)
-        return make_holdout_split(store.files, self.split_seed, holdout)
+    def split(
+        self,
+        store: TensorStore,
+        protocol: str = "benchmark",
+        holdout: float = 0.2,
+        folds: int = 5,
+        fold: int = 0,
+    ) -> Split:
+        """The split of a protocol (``split_seed`` shuffles each):
+
+        - ``benchmark``: 70/10/20 train/val/test, one for all;
+        - ``source``: a source's own, ``holdout`` of the images held out as the test part, which
+          is also what each epoch validates on (as the sources did);
+        - ``kfold``: fold ``fold`` of ``folds`` is the test part (every image is tested once
+          across the folds); validation is 10% of the images, taken from the other folds.
+        """
+        if protocol == "source":
+            return make_holdout_split(store.files, self.split_seed, holdout)
+        if protocol == "kfold":
+            return make_kfold_split(store.files, self.split_seed, folds, fold)
+        return make_split(store.files, self.split_seed)
 
     def describe(self, store: TensorStore, split: Split) -> dict[str, object]:
         """What a run needs to record to show which data it saw."""

@@ -139,6 +139,35 @@ def make_split(
     )
 
 
+def make_kfold_split(
+    files: list[str], seed: int, folds: int, fold: int, val_share: float = 0.1
+) -> Split:
+    """Fold ``fold`` of ``folds``: the images shuffled with ``seed`` (by file name, as
+    :func:`make_split`) are cut into ``folds`` near-equal parts; part ``fold`` is the test part,
+    so across the folds every image is tested exactly once. The validation part (``val_share``
+    of all images) is drawn from the other folds, so validation and tuning never see a test image;
+    the rest trains."""
+    n = len(files)
+    if folds < 2 or not 0 <= fold < folds:
+        raise DataError(f"fold {fold} of {folds}: use folds >= 2 and 0 <= fold < folds")
+    if n < 2 * folds:
+        raise DataError(f"{n} images are too few for {folds} folds")
+    order = torch.tensor(sorted(range(n), key=lambda i: files[i]))
+    shuffled = order[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+    parts = shuffled.tensor_split(folds)
+    rest = torch.cat([p for k, p in enumerate(parts) if k != fold])
+    # the validation images: a shuffle of the training folds of their own (seeded by the fold)
+    rest = rest[
+        torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed * 1009 + fold + 1))
+    ]
+    n_val = min(round(n * val_share), len(rest) - 1)
+    return Split(
+        train=rest[n_val:].sort().values,
+        val=rest[:n_val].sort().values,
+        test=parts[fold].sort().values,
+    )
+
+
 def make_holdout_split(files: list[str], seed: int, holdout: float) -> Split:
     """A source's two-way split: ``holdout`` of the images for testing, the rest for training;
     the validation part is the test part (the sources validated on their held-out images)."""

@@ -64,6 +64,12 @@ CSV_COLUMNS = [
     "approach",
     "n",
     "seeds",
+    "folds",
+    "images",
+    "per_seed",
+    "per_fold",
+    "fold_min",
+    "fold_max",
     *[f"{m}{end}" for m, _, _ in METRICS for end in ("", "_low", "_high")],
     *[c for c, _ in COSTS],
     "epochs",
@@ -81,19 +87,54 @@ def image_counts(comparison: Comparison, run_id: str) -> pd.DataFrame | None:
         return None
 
 
+def replicate_order(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs sorted by seed, then fold (numerically)."""
+    key = runs["tags.seed"].astype(str).str.zfill(12) + "/" + runs["tags.fold"].astype(str)
+    return runs.assign(_key=key.str.zfill(16)).sort_values("_key").drop(columns="_key")
+
+
+def fold_figures(group: pd.DataFrame) -> dict[str, Any]:
+    """A cross-validated approach's per-fold test sequence accuracy (mean over seeds): the folds,
+    the number of distinct test images, and each fold's accuracy with the spread."""
+    folds = group[group["tags.fold"].astype(str) != ""]
+    if folds.empty:
+        return {
+            "folds": 0,
+            "images": math.nan,
+            "per_fold": "",
+            "fold_min": math.nan,
+            "fold_max": math.nan,
+        }
+    acc = metric(folds, "test_seq_acc").groupby(folds["tags.fold"].astype(int)).mean()
+    n_test = pd.to_numeric(folds.get("params.data.n_test"), errors="coerce")
+    images = n_test.groupby(folds["tags.fold"].astype(int)).first().sum()
+    return {
+        "folds": len(acc),
+        "images": images,
+        "per_fold": " ".join(f"{v:.1%}" for v in acc),
+        "fold_min": acc.min(),
+        "fold_max": acc.max(),
+    }
+
+
 def leaderboard(comparison: Comparison, runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per approach: test metrics as the mean over seeds with a 95% bootstrap interval
-    (seeds, then each seed's test images resampled: :func:`~bench.report.stats.bootstrap_ratio`,
-    inside [0, 100%]), costs, epochs to 90/95% and training seconds to 50/90% validation
-    sequence accuracy (mean over the seeds that reached it, with how many did)."""
+    """One row per approach: test metrics pooled over its runs' test images (seeds; with k-fold
+    cross-validation, every fold of every seed: each image once per seed) with a 95% bootstrap
+    interval (runs, then each run's test images resampled:
+    :func:`~bench.report.stats.bootstrap_ratio`, inside [0, 100%]), the per-fold spread, costs,
+    epochs to 90/95% and training seconds to 50/90% validation sequence accuracy (mean over the
+    runs that reached it, with how many did)."""
     rows = []
     for approach, group in runs.groupby("tags.approach"):
-        group = group.sort_values("tags.seed", key=lambda s: s.astype(str).str.zfill(12))
+        group = replicate_order(group)
         row: dict[str, Any] = {
             "approach": approach,
             "n": len(group),
-            "seeds": ", ".join(group["tags.seed"].astype(str)),
-            "per_seed": " ".join(f"{v:.1%}" for v in metric(group, "test_seq_acc")),
+            "seeds": ", ".join(dict.fromkeys(group["tags.seed"].astype(str))),
+            "per_seed": " ".join(
+                f"{v:.1%}" for v in metric(group, "test_seq_acc").groupby(group["tags.seed"]).mean()
+            ),
+            **fold_figures(group),
         }
         counts = [image_counts(comparison, r) for r in group.run_id]
         for short, name, _ in METRICS:
@@ -101,7 +142,7 @@ def leaderboard(comparison: Comparison, runs: pd.DataFrame) -> pd.DataFrame:
             low = high = math.nan
             if all(c is not None and len(c) for c in counts):
                 num, den = RATIOS[short]
-                _, low, high = bootstrap_ratio(
+                row[short], low, high = bootstrap_ratio(
                     [c[num] for c in counts], None if den is None else [c[den] for c in counts]
                 )
             row[f"{short}_low"], row[f"{short}_high"] = low, high
@@ -161,31 +202,33 @@ def best_marks(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def paired_tests(comparison: Comparison, runs: pd.DataFrame, leader: str) -> list[dict[str, Any]]:
-    """Leader against each other approach on the same test images, seed by matching seed.
+    """Leader against each other approach on the same test images, run by matching run (seed
+    and fold: a cross-validation pairs every image of the dataset once per seed).
 
-    Discordant pairs are pooled over the seeds both have; p-values are exact McNemar, adjusted
+    Discordant pairs are pooled over the runs both have; p-values are exact McNemar, adjusted
     with Holm over the comparisons; the accuracy difference has a bootstrap interval that
-    resamples the paired images *within* each seed (seeds are not pooled as independent images).
+    resamples the paired images *within* each run (runs are not pooled as independent images).
     """
 
-    def outcomes(approach: str) -> dict[str, pd.Series]:
+    def outcomes(approach: str) -> dict[tuple[str, str], pd.Series]:
         rows = runs[runs["tags.approach"] == approach]
+        keys = zip(rows["tags.seed"].astype(str), rows["tags.fold"].astype(str), strict=True)
         return {
-            seed: comparison.predictions(run_id).set_index("file").correct.astype(bool)
-            for seed, run_id in zip(rows["tags.seed"], rows.run_id, strict=True)
+            key: comparison.predictions(run_id).set_index("file").correct.astype(bool)
+            for key, run_id in zip(keys, rows.run_id, strict=True)
         }
 
     mine = outcomes(leader)
     tests = []
     for other in sorted(set(runs["tags.approach"]) - {leader}):
         theirs = outcomes(other)
-        seeds = sorted(set(mine) & set(theirs))
-        if not seeds:
+        shared = sorted(set(mine) & set(theirs))
+        if not shared:
             tests.append({"other": other, "seeds": 0})
             continue
         pairs = [
-            pd.concat([mine[s], theirs[s]], axis=1, join="inner", keys=["a", "b"]).sort_index()
-            for s in seeds
+            pd.concat([mine[k], theirs[k]], axis=1, join="inner", keys=["a", "b"]).sort_index()
+            for k in shared
         ]
         leader_only = sum(int((p.a & ~p.b).sum()) for p in pairs)
         other_only = sum(int((~p.a & p.b).sum()) for p in pairs)
@@ -195,7 +238,9 @@ def paired_tests(comparison: Comparison, runs: pd.DataFrame, leader: str) -> lis
         tests.append(
             {
                 "other": other,
-                "seeds": len(seeds),
+                "seeds": len({seed for seed, _ in shared}),
+                "runs": len(shared),
+                "images": len(set().union(*(p.index for p in pairs))),
                 "items": sum(len(p) for p in pairs),
                 "leader_only": leader_only,
                 "other_only": other_only,
@@ -228,9 +273,8 @@ def has_double(label: str) -> bool:
 
 def curves_frame(comparison: Comparison, runs: pd.DataFrame) -> pd.DataFrame:
     frames = []
-    for approach, seed, run_id in zip(
-        runs["tags.approach"], runs["tags.seed"], runs.run_id, strict=True
-    ):
+    replicate = runs["tags.seed"].astype(str) + "/" + runs["tags.fold"].astype(str)
+    for approach, seed, run_id in zip(runs["tags.approach"], replicate, runs.run_id, strict=True):
         frames.append(comparison.history(run_id).assign(approach=approach, seed=seed))
     return pd.concat(frames, ignore_index=True)
 
@@ -506,7 +550,9 @@ def provenance(runs: pd.DataFrame, built_with: list[str]) -> dict[str, Any]:
             }
         ),
         "tracking_uri": tracking_uri(),
-        "runs": runs[["tags.dataset", "tags.approach", "tags.seed", "run_id"]].values.tolist(),
+        "runs": runs[
+            ["tags.dataset", "tags.approach", "tags.seed", "tags.fold", "run_id"]
+        ].values.tolist(),
         "commands": rebuild_commands(runs, built_with),
     }
 
@@ -550,6 +596,8 @@ def build_report(
                 "best": best_marks(table),
                 "leader": leader,
                 "single_seed": bool((table.n < 2).any()),
+                "kfold": bool((table.folds > 0).any()),
+                "images": int(table.images.max()) if (table.folds > 0).any() else 0,
                 "tests": paired_tests(comparison, runs, leader),
                 "cost": figures.cost_scatter(table),
                 "curves": figures.learning_curves(curves),

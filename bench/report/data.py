@@ -34,7 +34,7 @@ def training_seconds(history: pd.DataFrame) -> pd.Series:
 class Comparison:
     """Everything the report shows, as read from MLflow."""
 
-    runs: pd.DataFrame  # one row per (dataset, approach, seed): the latest finished final run
+    runs: pd.DataFrame  # per (dataset, approach, seed, fold): the latest finished final run
     failed: pd.DataFrame  # final runs that failed or were killed
     studies: pd.DataFrame  # tuning studies' parent runs
     trials: pd.DataFrame  # tuning trials' runs
@@ -93,6 +93,8 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
     for column in ("tags.kind", "tags.optuna_study", "tags.suite", "tags.seed", "tags.error"):
         if column not in frame:
             frame[column] = None
+    # runs of one split have no fold: "" keeps them in the groupings below
+    frame["tags.fold"] = frame["tags.fold"].fillna("") if "tags.fold" in frame else ""
     if suite:
         frame = frame[frame["tags.suite"] == suite]
     is_study = frame["tags.kind"] == "study"
@@ -106,7 +108,7 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
         )
     finished = (
         finished.sort_values("start_time")
-        .groupby(["tags.dataset", "tags.approach", "tags.seed"], as_index=False)
+        .groupby(["tags.dataset", "tags.approach", "tags.seed", "tags.fold"], as_index=False)
         .last()
     )
     return Comparison(

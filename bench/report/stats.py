@@ -87,18 +87,19 @@ def bootstrap_ratio(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float, float]:
-    """Mean over groups (training seeds) of each group's ratio ``sum(numerator) /
-    sum(denominator)`` over its items (test images), with a two-level percentile bootstrap
-    interval: each resample draws the seeds with replacement, then each drawn seed's images
-    with replacement (numerator and denominator together).
+    """The pooled ratio ``sum(numerator) / sum(denominator)`` over the items (test images) of all
+    groups (one per training run: a seed, or a seed's fold), with a two-level percentile bootstrap
+    interval: each resample draws the groups with replacement, then each drawn group's images
+    with replacement (numerator and denominator together), and pools them again.
 
     Sequence accuracy is the ratio of correct images to images (no ``denominators``: ones), CER
-    of edit distances to label lengths, character accuracy of right positions to positions. The
-    point is the mean of the seeds' metrics; every resampled value is a mean of ratios of
-    non-negative sums, so the interval stays inside the per-item ratios' range (an accuracy inside
-    [0, 1], a CER inside [0, the worst image's CER]), unlike a t interval over few seeds. It
-    covers both the spread between training seeds and the test images' sampling. Where every item
-    sits at a bound (0% or 100%), :func:`boundary_interval`.
+    of edit distances to label lengths, character accuracy of right positions to positions. Runs
+    on the same images (seeds) pool to the mean of their metrics; the folds of a cross-validation
+    pool to the metric over every image. Every resampled value is a ratio of non-negative sums,
+    so the interval stays inside the per-item ratios' range (an accuracy inside [0, 1], a CER
+    inside [0, the worst image's CER]), unlike a t interval over few runs. It covers the spread
+    between runs (seeds, and which images a fold tests) and the sampling of the test images.
+    Where every item sits at a bound (0% or 100%), :func:`boundary_interval`.
     """
     nums = [np.asarray(g, dtype=float) for g in numerators]
     dens = (
@@ -108,16 +109,19 @@ def bootstrap_ratio(
     )
     if not nums:
         return math.nan, math.nan, math.nan
-    point = float(np.mean([n.sum() / d.sum() for n, d in zip(nums, dens, strict=True)]))
+    point = float(sum(n.sum() for n in nums) / sum(d.sum() for d in dens))
     if edge := boundary_interval(np.concatenate(nums), np.concatenate(dens), level):
         return point, *edge
     rng = np.random.default_rng(seed)
-    per_seed = np.empty((samples, len(nums)))  # images resampled within each seed
+    num_sums = np.empty((samples, len(nums)))  # images resampled within each group
+    den_sums = np.empty((samples, len(nums)))
     for j, (num, den) in enumerate(zip(nums, dens, strict=True)):
         idx = rng.integers(0, len(num), size=(samples, len(num)))
-        per_seed[:, j] = num[idx].sum(1) / den[idx].sum(1)
-    drawn = rng.integers(0, len(nums), size=(samples, len(nums)))  # seeds resampled
-    resampled = np.take_along_axis(per_seed, drawn, axis=1).mean(1)
+        num_sums[:, j], den_sums[:, j] = num[idx].sum(1), den[idx].sum(1)
+    drawn = rng.integers(0, len(nums), size=(samples, len(nums)))  # groups resampled
+    resampled = np.take_along_axis(num_sums, drawn, 1).sum(1) / np.take_along_axis(
+        den_sums, drawn, 1
+    ).sum(1)
     tail = (1 - level) / 2
     low, high = np.quantile(resampled, [tail, 1 - tail])
     return point, float(low), float(high)

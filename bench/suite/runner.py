@@ -88,18 +88,18 @@ class Unit:
         )
 
     def final_study(self) -> optuna.Study:
-        """The study whose trials are the final trainings, one enqueued per seed (missing seeds
-        are added, so a suite can grow)."""
+        """The study whose trials are the final trainings, one enqueued per seed and fold
+        (missing ones are added, so a suite can grow)."""
         name = f"{self.study}/final"
         storage = open_storage(self.storage)
         with StorageLock(self.storage):
             study = optuna.create_study(
                 study_name=name, storage=storage, direction="maximize", load_if_exists=True
             )
-            present = {t.user_attrs.get("seed") for t in study.get_trials(deepcopy=False)}
-            for seed in self.suite.seeds:
-                if seed not in present:
-                    study.enqueue_trial({}, user_attrs={"seed": seed})
+            present = {replicate(t) for t in study.get_trials(deepcopy=False)}
+            for seed, fold in self.suite.replicates:
+                if (seed, fold) not in present:
+                    study.enqueue_trial({}, user_attrs={"seed": seed, "fold": fold})
         return study
 
     def work(self) -> tuple[tuple[int, bool], tuple[int, bool]]:
@@ -111,35 +111,45 @@ class Unit:
         )
 
 
-def seed_states(study: optuna.Study) -> dict[int, str]:
-    """Per seed of a final study: complete, failed (with an error), or pending."""
-    states: dict[int, str] = {}
+Replicate = tuple[int, int]  # (seed, fold) of a final training
+
+
+def replicate(trial: optuna.trial.FrozenTrial) -> Replicate | None:
+    """The (seed, fold) a final-study trial holds; None for a spare trial."""
+    seed = trial.user_attrs.get("seed")
+    return None if seed is None else (seed, trial.user_attrs.get("fold", 0))
+
+
+def replicate_states(study: optuna.Study) -> dict[Replicate, str]:
+    """Per (seed, fold) of a final study: complete, failed (with an error), or pending."""
+    states: dict[Replicate, str] = {}
     for trial in study.get_trials(deepcopy=False):
-        seed = trial.user_attrs.get("seed")
-        if seed is None:
+        key = replicate(trial)
+        if key is None:
             continue
         if trial.state == TrialState.COMPLETE:
-            states[seed] = "complete"
-        elif counted(trial) and states.get(seed) != "complete":
-            states[seed] = "failed"
+            states[key] = "complete"
+        elif counted(trial) and states.get(key) != "complete":
+            states[key] = "failed"
         else:
-            states.setdefault(seed, "pending")
+            states.setdefault(key, "pending")
     return states
 
 
 class SpareTrial(Exception):
-    """A final-study trial that holds no seed (made when another worker took the last one)."""
+    """A final-study trial that holds no replicate (made when another worker took the last
+    one)."""
 
 
 def run_finals(
     unit: Unit,
     best: dict[str, Any],
     callbacks: tuple = (),
-    on_done: Callable[[int, str, Any], None] | None = None,
+    on_done: Callable[[Replicate, str, Any], None] | None = None,
     wait: bool = True,
-) -> dict[int, str]:
-    """Train every pending seed of ``unit`` with ``best``; returns each seed's state. Without
-    ``wait`` it returns as soon as every remaining seed is claimed by other workers."""
+) -> dict[Replicate, str]:
+    """Train every pending (seed, fold) of ``unit`` with ``best``; returns each one's state.
+    Without ``wait`` it returns as soon as every remaining one is claimed by other workers."""
     study = unit.final_study()
     overrides = unit.suite.final_overrides(best)
 
@@ -148,18 +158,15 @@ def run_finals(
         return load_dataset(unit.dataset, data_dir=unit.data_dir, split_seed=unit.suite.split_seed)
 
     def final(trial: optuna.Trial) -> float:
-        seed = trial.user_attrs.get("seed")
-        if seed is None or seed_states(study).get(seed) == "complete":
+        key = replicate(trial)
+        if key is None or replicate_states(study).get(key) == "complete":
             trial.set_user_attr("spare", True)
             raise SpareTrial
+        seed, fold = key
         try:
-            with claimed(trial, {"seed": seed}, params={}):
+            with claimed(trial, {"seed": seed, "fold": fold}, params={}):
                 spec = make_spec(
-                    unit.approach,
-                    dataset(),
-                    overrides,
-                    seed=seed,
-                    options=unit.run,
+                    unit.approach, dataset(), overrides, seed=seed, options=unit.run, fold=fold
                 )
                 result, run_id = train_tracked(
                     spec,
@@ -172,7 +179,6 @@ def run_finals(
                         "suite_file": unit.suite.path.name,
                         "suite_digest": unit.suite.digest,
                     },
-                    run_name=f"{unit.approach} {unit.dataset} seed {seed}",
                     callbacks=callbacks,
                     checkpoint_dir=cache_dir() / "checkpoints",
                     log_model=unit.suite.log_models,
@@ -181,22 +187,23 @@ def run_finals(
                 )
         except Exception as err:
             if on_done:
-                on_done(seed, "failed", err)
+                on_done(key, "failed", err)
             raise
         trial.set_user_attr("run_id", run_id)
         if on_done:
-            on_done(seed, "complete", result)
+            on_done(key, "complete", result)
         return result.test["seq_acc"]
 
+    wanted = unit.suite.replicates
     while True:
-        optuna.storages.fail_stale_trials(study)  # a dead worker's seed is queued again
-        states = seed_states(study)
-        if all(states.get(s) in ("complete", "failed") for s in unit.suite.seeds):
-            return {s: states[s] for s in unit.suite.seeds}
+        optuna.storages.fail_stale_trials(study)  # a dead worker's replicate is queued again
+        states = replicate_states(study)
+        if all(states.get(r) in ("complete", "failed") for r in wanted):
+            return {r: states[r] for r in wanted}
         trials = study.get_trials(deepcopy=False)
         if not any(t.state == TrialState.WAITING for t in trials):
             if not wait:
-                return {s: states.get(s, "pending") for s in unit.suite.seeds}
+                return {r: states.get(r, "pending") for r in wanted}
             time.sleep(POLL_S)  # other workers run the last seeds; wait for them or their failure
             continue
         study.optimize(final, n_trials=1, catch=(Exception,))
@@ -265,7 +272,7 @@ def planned_work(units: list[Unit]) -> tuple[int, int, str]:
     for unit in units:
         (trial_epochs, trial_budget), (final_epochs, final_budget) = unit.work()
         budgeted += [trial_budget, final_budget] if unit.suite.trials else [final_budget]
-        total += unit.suite.trials * trial_epochs + len(unit.suite.seeds) * final_epochs
+        total += unit.suite.trials * trial_epochs + len(unit.suite.replicates) * final_epochs
         with contextlib.suppress(KeyError):
             study = optuna.load_study(study_name=unit.study, storage=open_storage(unit.storage))
             done += min(unit.suite.trials, sum(map(counted, study.trials))) * trial_epochs
@@ -273,7 +280,7 @@ def planned_work(units: list[Unit]) -> tuple[int, int, str]:
             final = optuna.load_study(
                 study_name=f"{unit.study}/final", storage=open_storage(unit.storage)
             )
-            finished = sum(v != "pending" for v in seed_states(final).values())
+            finished = sum(v != "pending" for v in replicate_states(final).values())
             done += finished * final_epochs
     return (
         total,
@@ -367,16 +374,18 @@ class UnitRun:
             f"{score} ({len(trial.intermediate_values)} epochs)"
         )
 
-    def seed_done(self, seed: int, state: str, detail: Any) -> None:
+    def replicate_done(self, key: Replicate, state: str, detail: Any) -> None:
         self.final_counter.finish(self.final_work)
+        seed, fold = key
+        name = f"seed {seed}" + (f" fold {fold}" if self.unit.suite.folds else "")
         if state == "complete":
             self.progress.log(
-                f"final {self.label} seed {seed}: test seq acc {detail.test['seq_acc']:.2%}, "
+                f"final {self.label} {name}: test seq acc {detail.test['seq_acc']:.2%}, "
                 f"CER {detail.test['cer']:.2%} ({detail.train_seconds:.0f} s, "
                 f"{len(detail.history)} epochs)"
             )
         else:
-            self.progress.log(f"final {self.label} seed {seed}: FAILED: {detail}")
+            self.progress.log(f"final {self.label} {name}: FAILED: {detail}")
 
     def step(self) -> bool:
         """Do the work that is free to take; returns whether the unit is finished."""
@@ -394,7 +403,11 @@ class UnitRun:
                     f"final {self.label}: parameters from {self.source}: {self.best or 'defaults'}"
                 )
             states = run_finals(
-                unit, self.best, callbacks=(self.final_counter,), on_done=self.seed_done, wait=False
+                unit,
+                self.best,
+                callbacks=(self.final_counter,),
+                on_done=self.replicate_done,
+                wait=False,
             )
         except KeyboardInterrupt:
             raise
@@ -404,9 +417,9 @@ class UnitRun:
             return True
         if "pending" in states.values():
             return False
-        if failed := [s for s, state in states.items() if state == "failed"]:
+        if failed := [r for r, state in states.items() if state == "failed"]:
             self.outcome.failures.append(
-                f"{self.label}: final training failed for seed(s) {failed}"
+                f"{self.label}: final training failed for (seed, fold) {failed}"
             )
         self.outcome.rows.append(
             {"dataset": unit.dataset, "approach": unit.approach, "params": self.source}

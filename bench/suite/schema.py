@@ -16,7 +16,7 @@ from bench.study import parse_workers
 from bench.tune import PRUNERS, SAMPLERS
 
 SUITE_KEYS = {"description", "datasets", "approaches", "seeds", "split_seed", "set", "tuning"}
-SUITE_KEYS |= {"final", "experiment", "log_models", "workers", "precision"}
+SUITE_KEYS |= {"final", "experiment", "log_models", "workers", "precision", "folds"}
 SHIPPED = Path(__file__).resolve().parents[2] / "experiments"
 STAGE_KEYS = {"tuning": {"trials", "set", "pruner", "sampler"}, "final": {"set"}}
 
@@ -33,6 +33,7 @@ class Suite:
     path: Path
     pairs: list[tuple[str, str]]  # (dataset, approach): the suite's units, in order
     seeds: list[int]
+    folds: int = 0  # >= 2: k-fold cross-validation, finals per seed and fold; 0: one split
     trials: int = 0
     tuning_set: dict[str, Any] = field(default_factory=dict)
     final_set: dict[str, Any] = field(default_factory=dict)
@@ -54,6 +55,12 @@ class Suite:
     @property
     def approaches(self) -> list[str]:
         return list(dict.fromkeys(a for _, a in self.pairs))
+
+    @property
+    def replicates(self) -> list[tuple[int, int]]:
+        """The final trainings of a unit: (seed, fold) for every seed and fold (fold 0 only
+        without ``folds``)."""
+        return [(seed, fold) for seed in self.seeds for fold in range(self.folds or 1)]
 
     def tuning_overrides(self) -> dict[str, Any]:
         return {**self.common_set, **self.tuning_set}
@@ -106,6 +113,16 @@ def load_suite(name: str | Path) -> Suite:
         raise SuiteError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(SUITE_KEYS)}")
     check = Checker(path)
     tuning, final = check.mapping(raw, "tuning"), check.mapping(raw, "final")
+    folds = check.integer(raw, "folds", 0)
+    common_set = check.mapping(raw, "set")
+    if folds:
+        if folds < 2:
+            raise check.fail("folds", folds, "an integer >= 2 (or left out for one split)")
+        if common_set.get("split", "kfold") != "kfold":
+            raise SuiteError(f"{path}: folds: {folds} and set: {{split: {common_set['split']}}}")
+        common_set = {**common_set, "split": "kfold", "folds": folds}
+    elif common_set.get("split") == "kfold":  # set: {split: kfold} alone: every fold too
+        folds = common_set.get("folds", 5)
     for stage, values in (("tuning", tuning), ("final", final)):
         if unknown := set(values) - STAGE_KEYS[stage]:
             raise SuiteError(f"{path}: unknown key(s) {sorted(unknown)} under {stage}:")
@@ -114,10 +131,11 @@ def load_suite(name: str | Path) -> Suite:
         path=path,
         pairs=check.pairs(raw),
         seeds=check.integers(raw, "seeds", [0]),
+        folds=folds,
         trials=check.integer(tuning, "trials", 0, "tuning: trials"),
         tuning_set=check.mapping(tuning, "set", "tuning: set"),
         final_set=check.mapping(final, "set", "final: set"),
-        common_set=check.mapping(raw, "set"),
+        common_set=common_set,
         pruner=check.choice(tuning, "pruner", "median", PRUNERS, "tuning: pruner"),
         sampler=check.choice(tuning, "sampler", "tpe", SAMPLERS, "tuning: sampler"),
         split_seed=check.integer(raw, "split_seed", 0),
