@@ -14,8 +14,10 @@ change speed, not the recipe: same batches, same schedule, same augmentation.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -63,6 +65,56 @@ def _fill(tensor: torch.Tensor, value: float | torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+class CudaGraphs:
+    """What a capture needs from torch's CUDA API, in one place: tests put a CPU stand-in here
+    (``tests/conftest.py``) so that the capture path, its fallback and the code that times it
+    run where there is no GPU."""
+
+    def captures(self, device: torch.device) -> bool:
+        """Whether steps on ``device`` can be captured."""
+        return device.type == "cuda"
+
+    def make_capturable(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+        """The optimizer's capturable mode (its step counters on the device)."""
+        for group in optimizer.param_groups:
+            if "capturable" in group:
+                group["capturable"] = True
+        for state in optimizer.state.values():  # a resumed optimizer's step counters
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(device)
+
+    def graph(self) -> Any:
+        return torch.cuda.CUDAGraph()
+
+    def record(self, graph: Any, step: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Capture ``step`` into ``graph`` (capturing runs nothing); its output tensor, which
+        every replay overwrites."""
+        with torch.cuda.graph(graph):
+            return step()
+
+    @contextlib.contextmanager
+    def side_stream(self) -> Iterator[None]:
+        """A side stream for warm-up steps, as capture needs (no stray work on the default one)."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            yield
+        torch.cuda.current_stream().wait_stream(side)
+
+    def default_generator(self, device: torch.device) -> torch.Generator:
+        index = torch.cuda.current_device() if device.index is None else device.index
+        return torch.cuda.default_generators[index]
+
+    def save(self, generator: torch.Generator) -> Any:
+        return generator.clone_state()
+
+    def restore(self, generator: torch.Generator, state: Any) -> None:
+        generator.graphsafe_set_state(state)
+
+
+CAPTURE = CudaGraphs()  # replaced by a stand-in in the CPU tests
+
+
 class StaticStep:
     """``step(idx) -> loss``: the trainer's training step on static buffers, captured per batch
     size with ``capture`` (CUDA), else run eagerly on the same buffers."""
@@ -70,16 +122,12 @@ class StaticStep:
     def __init__(self, run: Trainer, capture: bool):
         self.run = run
         self.capture = capture
+        self.backend = CAPTURE
         self.buffers: dict[int, torch.Tensor] = {}
         self.calls: dict[int, int] = {}
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.graphs: dict[int, tuple[Any, torch.Tensor]] = {}
         if capture:
-            for group in run.optimizer.param_groups:
-                if "capturable" in group:
-                    group["capturable"] = True
-            for state in run.optimizer.state.values():  # a resumed optimizer's step counters
-                if torch.is_tensor(state.get("step")):
-                    state["step"] = state["step"].to(run.device)
+            self.backend.make_capturable(run.optimizer, run.device)
         schedule = run.schedule
         moves_beta1 = isinstance(schedule, torch.optim.lr_scheduler.OneCycleLR) and (
             schedule.cycle_momentum and schedule.use_beta1
@@ -112,38 +160,25 @@ class StaticStep:
 
     def _warm_up(self, buffer: torch.Tensor) -> torch.Tensor:
         """A real step on a side stream, as capture needs (no stray work on the default stream)."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            loss = self._step(buffer)
-        torch.cuda.current_stream().wait_stream(side)
-        return loss
-
-    def _generators(self) -> list[torch.Generator]:
-        """The generators a capture puts in capture mode: the device's default and the batcher's."""
-        index = self.run.device.index
-        default = torch.cuda.default_generators[
-            torch.cuda.current_device() if index is None else index
-        ]
-        return [default, self.run.batcher.generator]
+        with self.backend.side_stream():
+            return self._step(buffer)
 
     def _capture(self, size: int, buffer: torch.Tensor) -> torch.Tensor:
         """Capture this step (capturing runs nothing), then replay it as this call's step; if the
         step cannot be captured, train eagerly from here on and say why."""
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.run.batcher.generator)
-        generators = self._generators()
-        before = [generator.clone_state() for generator in generators]
+        generators = [self.backend.default_generator(self.run.device), self.run.batcher.generator]
+        before = [self.backend.save(generator) for generator in generators]
+        graph = self.backend.graph()
         try:
-            with torch.cuda.graph(graph):
-                loss = self._step(buffer)
+            graph.register_generator_state(self.run.batcher.generator)
+            loss = self.backend.record(graph, lambda: self._step(buffer))
         except RuntimeError as err:
             print(f"graphs: capture failed, training eagerly: {err}", file=sys.stderr, flush=True)
             self.capture = False
             # a capture that fails can leave a generator in capture mode (its epilogue never
-            # ran): every later eager draw would then raise; the states cloned before are clean
+            # ran): every later eager draw would then raise; the states saved before are clean
             for generator, state in zip(generators, before, strict=True):
-                generator.graphsafe_set_state(state)
+                self.backend.restore(generator, state)
             self.run.optimizer.zero_grad(set_to_none=True)
             return self._step(buffer)
         self.graphs[size] = (graph, loss)

@@ -28,6 +28,7 @@ from PIL import Image
 from bench.allocator import malloc_mode
 from bench.data import Dataset, load_dataset
 from bench.data.store import MODES
+from bench import graphs
 from bench.graphs import WARMUP_STEPS, StaticStep
 from bench.options import graph_blocker
 from bench.spec import RunSpec
@@ -171,7 +172,7 @@ def measure(
     )
 
     graph_s = float("nan")  # the same steps captured as CUDA graphs
-    if dev.type == "cuda" and graph_blocker(spec.hparams, spec.compile) is None:
+    if graphs.CAPTURE.captures(dev) and graph_blocker(spec.hparams, spec.compile) is None:
         run.static = StaticStep(run, capture=True)
         graph_s = timed(
             dev, steps, lambda i: run.train_step(batches[i % len(batches)]), WARMUP_STEPS + 1
@@ -256,7 +257,6 @@ def _timed_worker(
     dataset = load_dataset(spec.dataset, data_dir=data_dir, split_seed=spec.split_seed)
     seed_everything(0)
     run = prepare(spec, dataset)
-    run.batcher.generator = torch.Generator(device=run.device).manual_seed(0)
     if spec.graphs:
         run.static = StaticStep(run, capture=True)
     idx = run.split.train[: run.batch_size].to(run.device)

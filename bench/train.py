@@ -184,7 +184,11 @@ class Batcher:
     generator: torch.Generator | None = None
 
     @classmethod
-    def create(cls, store: TensorStore, cfg: TrainConfig, device: torch.device) -> Batcher:
+    def create(
+        cls, store: TensorStore, cfg: TrainConfig, device: torch.device, seed: int
+    ) -> Batcher:
+        """The store on ``device``; augmentation draws from a device generator seeded ``seed``."""
+
         def stat(values: tuple[float, ...]) -> torch.Tensor:
             return torch.tensor(values, device=device, dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -196,6 +200,7 @@ class Batcher:
             std=stat(cfg.std),
             channels_last=device.type == "cuda",
             augment=Augment(cfg.rotate, cfg.brightness, cfg.contrast),
+            generator=torch.Generator(device=device).manual_seed(seed),
         )
 
     def __call__(self, idx: torch.Tensor, train: bool = False) -> torch.Tensor:
@@ -426,7 +431,7 @@ def prepare(spec: RunSpec, dataset: Dataset) -> Trainer:
         schedule=make_schedule(cfg, optimizer, steps_per_epoch),
         params=sum(p.numel() for p in model.parameters()),
         flops=flops,
-        batcher=Batcher.create(store, cfg, dev),
+        batcher=Batcher.create(store, cfg, dev, spec.seed),
         batch_size=batch_size,
         n_train=n_train,
         steps_per_epoch=steps_per_epoch,
@@ -543,7 +548,6 @@ def train(
     seed_everything(spec.seed)
     run = prepare(spec, dataset)
     dev, cfg, split, model = run.device, run.cfg, run.split, run.model
-    run.batcher.generator = torch.Generator(device=dev).manual_seed(spec.seed)
     loop = LoopState(order_rng=torch.Generator().manual_seed(spec.seed))
     ckpt = checkpoint_path(spec, checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.exists():

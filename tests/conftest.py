@@ -141,3 +141,79 @@ def fit_tracked(approach, dataset, overrides=None, seed=0, device="auto", **kwar
 
     spec = make_spec(approach, dataset, overrides, seed=seed, options=RunOptions(device=device))
     return train_tracked(spec, dataset, **kwargs)
+
+
+class StandInGraph:
+    """A CPU stand-in for ``torch.cuda.CUDAGraph``: capture records the step; ``replay`` runs it
+    eagerly and writes its loss into the captured output tensor, as a replay overwrites it."""
+
+    def __init__(self) -> None:
+        self.generators: list = []
+        self.step = None
+        self.out = None
+        self.replays = 0
+
+    def register_generator_state(self, generator) -> None:
+        import torch
+
+        if not isinstance(generator, torch.Generator):  # torch's own refuses anything else
+            raise TypeError(f"register_generator_state needs a torch.Generator, got {generator!r}")
+        self.generators.append(generator)
+
+    def replay(self) -> None:
+        self.out.copy_(self.step().detach())
+        self.replays += 1
+
+
+class StandInCapture:
+    """``bench.graphs.CAPTURE`` for the CPU tests: steps on any device "capture" into
+    :class:`StandInGraph`; with ``fail``, recording draws from the generators (as a capture
+    that dies midway leaves them) and raises ``RuntimeError(fail)``."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.fail = fail
+        self.graphs: list[StandInGraph] = []
+
+    def captures(self, device) -> bool:
+        return True
+
+    def make_capturable(self, optimizer, device) -> None:
+        pass  # torch's capturable optimizers run on CUDA only
+
+    def graph(self) -> StandInGraph:
+        self.graphs.append(StandInGraph())
+        return self.graphs[-1]
+
+    def record(self, graph: StandInGraph, step):
+        import torch
+
+        if self.fail:
+            for generator in (torch.default_generator, *graph.generators):
+                torch.rand(3, generator=generator)
+            raise RuntimeError(self.fail)
+        graph.step, graph.out = step, torch.zeros(())
+        return graph.out
+
+    def side_stream(self):
+        return contextlib.nullcontext()
+
+    def default_generator(self, device):
+        import torch
+
+        return torch.default_generator
+
+    def save(self, generator):
+        return generator.get_state()
+
+    def restore(self, generator, state) -> None:
+        generator.set_state(state)
+
+
+@pytest.fixture
+def stand_in_capture(monkeypatch) -> StandInCapture:
+    """CUDA-graph capture simulated on CPU (``bench.graphs.CAPTURE`` replaced)."""
+    from bench import graphs
+
+    capture = StandInCapture()
+    monkeypatch.setattr(graphs, "CAPTURE", capture)
+    return capture
