@@ -25,10 +25,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from bench import graphs
 from bench.allocator import malloc_mode
 from bench.data import Dataset, load_dataset
 from bench.data.store import MODES
-from bench import graphs
 from bench.graphs import WARMUP_STEPS, StaticStep
 from bench.options import graph_blocker
 from bench.spec import RunSpec
