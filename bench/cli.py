@@ -281,6 +281,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return pairs
 
     workers, gpus = workers_from(args, probes)
+    from bench.suite.plan import plan_suite
+
+    plan = plan_suite(
+        suite,
+        run_options(args),
+        workers,
+        data_dir=str(args.data_dir) if args.data_dir else None,
+    )
+    print("\n".join(plan.lines()), flush=True)
+    if args.plan:
+        return 0
     outcome = run_suite(
         suite,
         storage,
@@ -289,6 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=workers,
         gpus=gpus,
         run=run_options(args),
+        tags={"plan_estimate_s": round(plan.wall_s)},
     )
     out = args.out or Path("reports") / suite.name / "index.html"
     try:
@@ -634,6 +646,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, help="report file (default reports/SUITE/index.html)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="list the suite's units, epochs and steps and estimate its wall time on this "
+        "machine from a short probe of each approach; trains nothing, creates no MLflow run "
+        "or Optuna study (every run prints this plan first)",
+    )
     p.add_argument(
         "--workers",
         type=workers_arg,

@@ -157,6 +157,15 @@ def parse_duration(value: Any) -> float:
     return float(match[1]) * SECONDS_PER[unit]
 
 
+def format_duration(seconds: float) -> str:
+    """240 -> "4 min", 90 -> "1.5 min", 30 -> "30 s", 7200 -> "2 h"."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
+
+
 # hyperparameters given as text in another form than their type's (``budget=8m``)
 PARSERS = {"budget": parse_duration}
 

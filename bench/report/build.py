@@ -16,6 +16,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from bench.hparams import format_duration as duration
 from bench.metrics import GAP, confusion_frame, per_image
 from bench.report import figures
 from bench.report.data import Comparison, load_comparison
@@ -411,15 +412,6 @@ def distinct(runs: pd.DataFrame, column: str) -> list[str]:
     return sorted(v for v in values.unique() if v)
 
 
-def duration(seconds: float) -> str:
-    """240 -> "4 min", 90 -> "1.5 min", 30 -> "30 s", 7200 -> "2 h"."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.3g} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.3g} min"
-    return f"{seconds:.3g} s"
-
-
 def training_setup(runs: pd.DataFrame) -> dict[str, Any]:
     """What the top of the report says about how the final runs were trained: their time budget
     (``params.budget``, seconds; absent or 0: none) or else their epochs, and the machine(s)
@@ -519,6 +511,26 @@ def relative(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def wall_time(comparison: Comparison) -> str:
+    """The suite's measured span (first run's start to last run's end, tuning trials included)
+    beside the estimate ``run`` printed at its start (the ``plan_estimate_s`` tag); "" without."""
+    frames = [f for f in (comparison.runs, comparison.trials) if not f.empty]
+    if "tags.plan_estimate_s" not in comparison.runs:
+        return ""
+    estimates = pd.to_numeric(comparison.runs["tags.plan_estimate_s"], errors="coerce").dropna()
+    if estimates.empty:
+        return ""
+    started = min(f.start_time.min() for f in frames)
+    ended = max(f.end_time.max() for f in frames)
+    span = (ended - started).total_seconds()
+    estimate = float(estimates.iloc[-1])
+    return (
+        f"{duration(span)} measured (first run's start to last run's end; a resumed suite's "
+        f"pauses included) against {duration(estimate)} estimated by `run --plan` at its start "
+        f"({span / estimate:.2f}x)"
+    )
 
 
 def provenance(runs: pd.DataFrame, built_with: list[str]) -> dict[str, Any]:
@@ -625,7 +637,7 @@ def build_report(
         failed=comparison.failed,
         ablations=ablation_tables(ablations),
         ablations_dir=str(ablations),
-        provenance=provenance(comparison.runs, built_with),
+        provenance={**provenance(comparison.runs, built_with), "wall": wall_time(comparison)},
         csv_name=CSV_NAME,
         suite=suite,
         alpha=ALPHA,

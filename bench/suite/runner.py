@@ -49,6 +49,7 @@ class Unit:
     storage: str
     run: RunOptions = field(default_factory=RunOptions)
     data_dir: str | None = None
+    tags: dict[str, Any] = field(default_factory=dict)  # on every final run (the plan's estimate)
 
     @property
     def study(self) -> str:
@@ -178,6 +179,7 @@ def run_finals(
                         "optuna_trial": trial_key(study.study_name, trial.number),
                         "suite_file": unit.suite.path.name,
                         "suite_digest": unit.suite.digest,
+                        **unit.tags,
                     },
                     callbacks=callbacks,
                     checkpoint_dir=cache_dir() / "checkpoints",
@@ -305,6 +307,7 @@ def run_suite(
     quiet: bool = False,
     workers: int = 1,
     gpus: Sequence[str] = (),
+    tags: dict[str, Any] | None = None,
 ) -> SuiteOutcome:
     """Tune, then train the final seeds of every (dataset, approach); failures are collected,
     the rest goes on. Interrupting raises ``KeyboardInterrupt``; a re-run resumes. ``workers``
@@ -318,7 +321,7 @@ def run_suite(
         load_dataset(name, data_dir=data_dir, split_seed=suite.split_seed)
     open_storage(storage)  # create the schema once
     units = [
-        Unit(suite, dataset, approach, storage, run or RunOptions(), data_dir)
+        Unit(suite, dataset, approach, storage, run or RunOptions(), data_dir, dict(tags or {}))
         for dataset, approach in suite.pairs
     ]
     total, done, unit = planned_work(units)
