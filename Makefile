@@ -11,7 +11,7 @@ EPOCHS ?=
 STORAGE ?=
 WORKERS ?= 1
 
-.PHONY: bench worker test lint format list ui tune clean
+.PHONY: bench worker test lint format list ui tune clean gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The main job: a suite of experiments/ (default: full with CUDA, else quick), tracked in MLflow,
-# tuned with Optuna, reported in reports/SUITE/index.html. Interrupt it and run it again to resume.
+# The main job: suites of experiments/ (default with CUDA: leaderboard and leaderboard-tuned, into
+# reports/leaderboard/index.html; else quick, into reports/quick/), tracked in MLflow, tuned with
+# Optuna. `python -m bench run --plan` sizes it first. Interrupt it and run it again to resume.
 bench: $(VENV)/.installed
 	$(PY) -m bench run $(if $(SUITE),--suite $(SUITE))
 
@@ -50,6 +51,13 @@ lint: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(PY) -m ruff format bench tests
 	$(PY) -m ruff check --fix bench tests
+
+# Every GPU measurement in one time-boxed run (about 9 minutes) on a CUDA machine where the project
+# imports with PYTHON (no virtual environment needed there); results packed into OUT.
+PYTHON ?= python3
+OUT ?= gpu-check-out
+gpu-check:
+	PYTHON=$(PYTHON) .ci/gpu-check $(OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -258,66 +258,79 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.hparams import format_duration
     from bench.report import build_report
     from bench.study import storage_url
-    from bench.suite import default_suite, load_suite, run_suite, summary_table
+    from bench.suite import default_suites, load_suite, run_suite, summary_table
 
-    suite = load_suite(args.suite or default_suite())
+    suites = [load_suite(name) for name in args.suite or default_suites()]
     resolve_device(args.device)  # no CUDA: an error before any work
     storage = storage_url(args.storage)
+    plans = [plan_run(args, suite) for suite in suites]
+    if len(plans) > 1:
+        total = sum(plan.wall_s for plan, _, _ in plans)
+        print(f"estimated wall time of the {len(plans)} suites: {format_duration(total)}")
+    if args.plan:
+        return 0
+    failures = []
+    for suite, (plan, workers, gpus) in zip(suites, plans, strict=True):
+        outcome = run_suite(
+            suite,
+            storage,
+            data_dir=str(args.data_dir) if args.data_dir else None,
+            quiet=args.quiet,
+            workers=workers,
+            gpus=gpus,
+            run=suite_options(args, suite),
+            tags={"plan_estimate_s": round(plan.wall_s)},
+        )
+        failures += outcome.failures
+    out = args.out or Path("reports") / suites[0].name / "index.html"
+    try:
+        build_report(
+            out,
+            experiments=list(dict.fromkeys(suite.experiment for suite in suites)),
+            suite=suites[0].name if len(suites) == 1 else None,
+            optuna_storage=storage,
+            ablations=ABLATIONS,
+        )
+        for suite in suites:
+            print(f"suite {suite.name}:\n{summary_table(suite).to_string(index=False)}")
+        print(f"report written to {out}")
+    except ReportError as err:
+        failures.append(f"report: {err}")
+    for failure in failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def suite_options(args: argparse.Namespace, suite: Any) -> RunOptions:
+    """How a suite's runs train: the command line's options, the suite's precision unless
+    ``--precision`` says otherwise."""
+    return replace(run_options(args), precision=args.precision or suite.precision)
+
+
+def plan_run(args: argparse.Namespace, suite: Any) -> tuple[Any, int, list[str]]:
+    """A suite's workers (``--workers``, else the suite's) and its plan, printed."""
+    from bench.suite.plan import plan_suite
+
     print(f"suite {suite.name} ({suite.path}): {suite.description}", flush=True)
-    if args.workers is None:
-        args.workers = suite.workers
-    if args.precision is None:
-        args.precision = suite.precision
+    options = suite_options(args, suite)
 
     def probes() -> list[tuple[Any, Any]]:
         pairs = []
         for name, approach in suite.pairs:
             dataset = load_dataset(name, data_dir=args.data_dir, split_seed=suite.split_seed)
-            pairs.append(
-                (spec_from(args, approach, dataset, suite.final_overrides({}), 0), dataset)
-            )
+            overrides = suite.final_overrides({})
+            pairs.append((spec_from(args, approach, dataset, overrides, 0, options), dataset))
         return pairs
 
-    workers, gpus = workers_from(args, probes)
-    from bench.suite.plan import plan_suite
-
-    plan = plan_suite(
-        suite,
-        run_options(args),
-        workers,
-        data_dir=str(args.data_dir) if args.data_dir else None,
-    )
+    asked = args.workers if args.workers is not None else suite.workers
+    workers, gpus = workers_from(argparse.Namespace(workers=asked, device=args.device), probes)
+    data_dir = str(args.data_dir) if args.data_dir else None
+    plan = plan_suite(suite, options, workers, data_dir=data_dir)
     print("\n".join(plan.lines()), flush=True)
-    if args.plan:
-        return 0
-    outcome = run_suite(
-        suite,
-        storage,
-        data_dir=str(args.data_dir) if args.data_dir else None,
-        quiet=args.quiet,
-        workers=workers,
-        gpus=gpus,
-        run=run_options(args),
-        tags={"plan_estimate_s": round(plan.wall_s)},
-    )
-    out = args.out or Path("reports") / suite.name / "index.html"
-    try:
-        build_report(
-            out,
-            experiments=[suite.experiment],
-            suite=suite.name,
-            optuna_storage=storage,
-            ablations=ABLATIONS,
-        )
-        print(summary_table(suite).to_string(index=False))
-        print(f"report written to {out}")
-    except ReportError as err:
-        outcome.failures.append(f"report: {err}")
-    for failure in outcome.failures:
-        print(f"FAILED {failure}", file=sys.stderr)
-    return 1 if outcome.failures else 0
+    return plan, workers, gpus
 
 
 def workers_from(
@@ -634,7 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--suite",
-        help="suite name in experiments/ or a YAML file (default: full with CUDA, else quick)",
+        nargs="+",
+        help="suite names in experiments/ or YAML files, run in turn into one report (default: "
+        "leaderboard and leaderboard-tuned with CUDA, else quick)",
     )
     p.add_argument(
         "--storage",
@@ -749,8 +764,10 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # CPU steps stop page-faulting their activations in anew (bench.allocator)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our bars suffice
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run
-    for name in ("mlflow", "alembic"):  # the console holds the project's own lines
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # the console holds the project's own lines: MLflow's loggers (configured from this variable
+    # when MLflow is imported, also in worker processes) and alembic's at WARNING
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         code = args.func(args)
     except USER_ERRORS as err:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import optuna
@@ -229,6 +230,8 @@ def test_run_trains_at_the_suites_precision_unless_told(monkeypatch, tmp_path):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("bench.suite.run_suite", fake_run_suite)
+    plan = SimpleNamespace(wall_s=1.0, lines=lambda: ["plan"])  # no probe of the 8 approaches
+    monkeypatch.setattr("bench.suite.plan.plan_suite", lambda *args, **kwargs: plan)
     for extra in ([], ["--precision", "bf16"]):
         with pytest.raises(Stop):
             main(["run", "--suite", "reproduce", "--device", "cpu", *extra])

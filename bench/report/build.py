@@ -170,13 +170,13 @@ def nan_mean(values: list[float]) -> float:
     return float(np.nanmean(values)) if any(not math.isnan(v) for v in values) else math.nan
 
 
-def leaderboard_csv(tables: dict[str, pd.DataFrame], path: Path) -> Path:
-    """The leaderboards' numbers, one row per dataset and approach (fractions, not percent
-    strings; each interval as its ``_low``/``_high`` bounds)."""
+def leaderboard_csv(tables: dict[tuple[str, str], pd.DataFrame], path: Path) -> Path:
+    """The leaderboards' numbers, one row per dataset, suite and approach (fractions, not
+    percent strings; each interval as its ``_low``/``_high`` bounds)."""
     frame = pd.concat(
-        [table.assign(dataset=name) for name, table in tables.items()], ignore_index=True
+        [table.assign(dataset=d, suite=s) for (d, s), table in tables.items()], ignore_index=True
     )
-    frame[CSV_COLUMNS].to_csv(path, index=False)
+    frame[["suite", *CSV_COLUMNS]].to_csv(path, index=False)
     return path
 
 
@@ -596,14 +596,17 @@ def build_report(
     of ``bench ablate`` outputs, a "What matters" section too."""
     comparison = load_comparison(experiments, suite)
     datasets = []
-    for dataset, runs in comparison.runs.groupby("tags.dataset"):
+    several = comparison.runs["tags.suite"].nunique() > 1  # e.g. as published, and tuned
+    for (dataset, suite_name), runs in comparison.runs.groupby(["tags.dataset", "tags.suite"]):
         table = leaderboard(comparison, runs)
         leader = table.approach.iloc[0]
         charset = str(runs["params.data.charset"].iloc[0])
         curves = curves_frame(comparison, runs)
         datasets.append(
             {
-                "name": dataset,
+                "name": f"{dataset}: suite {suite_name}" if several else dataset,
+                "dataset": dataset,
+                "suite": suite_name,
                 "table": table,
                 "best": best_marks(table),
                 "leader": leader,
@@ -644,7 +647,9 @@ def build_report(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
-    leaderboard_csv({d["name"]: d["table"] for d in datasets}, out.parent / CSV_NAME)
+    leaderboard_csv(
+        {(d["dataset"], d["suite"]): d["table"] for d in datasets}, out.parent / CSV_NAME
+    )
     return out
 
 

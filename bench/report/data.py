@@ -90,9 +90,10 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
     frame = mlflow.search_runs([known[n] for n in names], output_format="pandas")
     if frame.empty:
         raise ReportError(f"no runs in experiment(s) {', '.join(names)} of {tracking_uri()}")
-    for column in ("tags.kind", "tags.optuna_study", "tags.suite", "tags.seed", "tags.error"):
+    for column in ("tags.kind", "tags.optuna_study", "tags.seed", "tags.error"):
         if column not in frame:
             frame[column] = None
+    frame["tags.suite"] = frame["tags.suite"].fillna("") if "tags.suite" in frame else ""
     # runs of one split have no fold: "" keeps them in the groupings below
     frame["tags.fold"] = frame["tags.fold"].fillna("") if "tags.fold" in frame else ""
     if suite:
@@ -108,7 +109,10 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
         )
     finished = (
         finished.sort_values("start_time")
-        .groupby(["tags.dataset", "tags.approach", "tags.seed", "tags.fold"], as_index=False)
+        .groupby(
+            ["tags.dataset", "tags.suite", "tags.approach", "tags.seed", "tags.fold"],
+            as_index=False,
+        )
         .last()
     )
     return Comparison(

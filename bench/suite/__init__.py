@@ -2,13 +2,13 @@
 (:mod:`~bench.suite.runner`)."""
 
 from bench.suite.runner import SuiteOutcome, run_suite, summary_table
-from bench.suite.schema import Suite, SuiteError, default_suite, find_suite, load_suite
+from bench.suite.schema import Suite, SuiteError, default_suites, find_suite, load_suite
 
 __all__ = [
     "Suite",
     "SuiteError",
     "SuiteOutcome",
-    "default_suite",
+    "default_suites",
     "find_suite",
     "load_suite",
     "run_suite",

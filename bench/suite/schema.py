@@ -75,11 +75,12 @@ class Suite:
         return (round(hp["budget"]), True) if hp["budget"] else (int(hp["epochs"]), False)
 
 
-def default_suite() -> str:
-    """``full`` where CUDA is available, else ``quick``."""
+def default_suites() -> list[str]:
+    """What ``make bench`` runs: on CUDA the leaderboard, every approach cross-validated as its
+    source published it and again tuned at an equal budget; else ``quick``."""
     import torch
 
-    return "full" if torch.cuda.is_available() else "quick"
+    return ["leaderboard", "leaderboard-tuned"] if torch.cuda.is_available() else ["quick"]
 
 
 def find_suite(name: str | Path) -> Path:
