@@ -456,14 +456,22 @@ def training_setup(runs: pd.DataFrame) -> dict[str, Any]:
                     (str(cpu), pd.notna(cpu)),
                     (f"{threads} torch threads", pd.notna(threads)),
                     (f"device {device}", pd.notna(device)),
+                    (f"{precision} precision", pd.notna(precision)),
+                    ("CUDA graphs", str(graphs) == "True"),
                 )
                 if known
             )
             or "not recorded"
-            for cpu, threads, device in zip(
+            for cpu, threads, device, precision, graphs in zip(
                 *(
                     runs.get(c, pd.Series(None, index=runs.index, dtype=object))
-                    for c in ("params.cpu", "params.torch_threads", "params.device")
+                    for c in (
+                        "params.cpu",
+                        "params.torch_threads",
+                        "params.device",
+                        "params.precision",
+                        "params.graphs",
+                    )
                 ),
                 strict=True,
             )
