@@ -498,7 +498,7 @@ def test_report_states_budget_machine_times_and_commands(fake_report):
 def test_leaderboard_csv_holds_the_table(fake_report):
     html, out = fake_report
     csv = pd.read_csv(out.parent / "leaderboard.csv")
-    assert list(csv.columns) == CSV_COLUMNS
+    assert list(csv.columns) == ["suite", *CSV_COLUMNS]
     csv = csv.set_index("approach")
     assert (csv.dataset == "fake:ds").all() and list(csv.index) == ["crnn", "zero-net"]
     crnn, zero = csv.loc["crnn"], csv.loc["zero-net"]
