@@ -11,7 +11,7 @@ EPOCHS ?=
 STORAGE ?=
 WORKERS ?= 1
 
-.PHONY: bench worker test lint format list ui tune clean gpu-check
+.PHONY: bench worker test lint format list ui dashboard tune clean gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,8 +35,13 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check bench tests
 	$(PY) -m pytest -q -rs --durations=15
 
+# MLflow's UI on the runs, opened in its training view (the link is printed first)
 ui: $(VENV)/.installed
-	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1
+	$(PY) -m bench ui
+
+# optuna-dashboard on the tuning studies
+dashboard: $(VENV)/.installed
+	$(PY) -m bench dashboard
 
 tune: $(VENV)/.installed
 	$(PY) -m bench tune --approach $(APPROACH) --dataset $(DATASET) --trials $(TRIALS) $(if $(EPOCHS),--epochs $(EPOCHS))

@@ -102,6 +102,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         args.dataset, data_dir=args.data_dir, split_seed=args.split_seed, skip_bad=args.skip_bad
     )
     spec = spec_from(args, args.approach, dataset, overrides, args.seed, fold=args.fold)
+    preflight(out_file=args.out)
     from bench.tracked import train_tracked
     from bench.train import EpochLines
 
@@ -148,6 +149,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         for seed in args.seeds
         for fold in folds_of(get_approach(name).resolve(overrides))
     ]
+    preflight(out_folder=args.out)
     for spec in specs:
         train_and_record(
             spec,
@@ -192,6 +194,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
     specs = [(value, variant(value, seed)) for value in values for seed in args.seeds]
     out = args.out or Path("reports/ablations") / f"{args.approach}-{key}"
+    preflight(out_folder=out)
     table = run_ablation(
         specs, dataset, key, out, experiment=args.experiment, progress=not args.quiet
     )
@@ -200,8 +203,10 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from bench.preflight import writable_file
     from bench.report import build_report
 
+    writable_file(args.out, "--out")
     out = build_report(
         args.out,
         experiments=args.experiment,
@@ -229,6 +234,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     overrides = overrides_from(args, args.approach)
     resolve_device(args.device)  # no CUDA: an error before any trial
+    preflight(storage=storage_url(args.storage))
     dataset = load_dataset(args.dataset, data_dir=args.data_dir)  # missing: stop before any trial
     cfg = TuneConfig(
         approach=args.approach,
@@ -266,6 +272,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     suites = [load_suite(name) for name in args.suite or default_suites()]
     resolve_device(args.device)  # no CUDA: an error before any work
     storage = storage_url(args.storage)
+    out = args.out or Path("reports") / suites[0].name / "index.html"
+    if not args.plan:  # the plan creates nothing; a run checks everything it will write first
+        preflight(out_file=out, storage=storage)
     plans = [plan_run(args, suite) for suite in suites]
     if len(plans) > 1:
         total = sum(plan.wall_s for plan, _, _ in plans)
@@ -285,7 +294,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             tags={"plan_estimate_s": round(plan.wall_s)},
         )
         failures += outcome.failures
-    out = args.out or Path("reports") / suites[0].name / "index.html"
     try:
         build_report(
             out,
@@ -296,12 +304,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         for suite in suites:
             print(f"suite {suite.name}:\n{summary_table(suite).to_string(index=False)}")
+        print(SUMMARY_LEGEND)
         print(f"report written to {out}")
     except ReportError as err:
         failures.append(f"report: {err}")
+    print(where_things_are(suites[0].experiment, storage))
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
     return 1 if failures else 0
+
+
+SUMMARY_LEGEND = (
+    "n: final runs (seeds x folds); seq_acc, char_acc, cer: pooled over their test images, "
+    "(low-high) a 95% interval (runs, then images resampled); params: model parameters; "
+    "train_s: mean training seconds per run (validation excluded)"
+)
+
+
+def where_things_are(experiment: str, storage: str) -> str:
+    """Where a suite's runs and studies are, and the commands that open them."""
+    from bench.tracking import tracking_uri, training_view
+
+    return (
+        f"runs:    MLflow {tracking_uri()}; `make ui` serves it, then open "
+        f"{training_view(experiment)}\nstudies: Optuna {storage}; `make dashboard` serves it"
+    )
 
 
 def suite_options(args: argparse.Namespace, suite: Any) -> RunOptions:
@@ -356,6 +383,7 @@ def cmd_perf(args: argparse.Namespace) -> None:
 
     if args.out:
         check_output(args.out)  # before any measuring
+    preflight(tracking=args.mlflow)
     approaches = approaches_from(args)
     overrides = overrides_from(args, *approaches)
     if args.batch_size:
@@ -395,6 +423,31 @@ def cmd_perf(args: argparse.Namespace) -> None:
                     }
                 )
             mlflow.log_text(frame.to_csv(index=False), "perf.csv")
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    """Print the link to the training view, then serve the local store with ``mlflow ui``."""
+    from bench.tracking import latest_experiment, tracking_uri, training_view
+
+    uri = tracking_uri()
+    served = uri.startswith(("http://", "https://"))
+    base = None if served else f"http://{args.host}:{args.port}"
+    experiment = args.experiment or latest_experiment()
+    print(f"MLflow UI of {uri}, training view: {training_view(experiment, base)}", flush=True)
+    if served or args.no_serve:
+        return
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    os.execv(sys.executable, [*command, "--host", args.host, "--port", str(args.port)])
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    """Serve the Optuna storage with optuna-dashboard."""
+    from bench.study import storage_url
+
+    storage = storage_url(args.storage)
+    print(f"Optuna dashboard of {storage}: http://{args.host}:{args.port}/", flush=True)
+    command = [sys.executable, "-m", "optuna_dashboard", storage]
+    os.execv(sys.executable, [*command, "--host", args.host, "--port", str(args.port)])
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
@@ -475,6 +528,27 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def preflight(
+    out_file: Path | None = None,
+    out_folder: Path | None = None,
+    storage: str | None = None,
+    tracking: bool = True,
+) -> None:
+    """What a command will write, checked before it trains: its output, the cache, the MLflow
+    store (``tracking``) and the Optuna ``storage``."""
+    from bench import preflight as check
+
+    if out_file is not None:
+        check.writable_file(out_file, "--out")
+    if out_folder is not None:
+        check.writable_folder(out_folder, "--out")
+    check.writable_cache()
+    if tracking:
+        check.reachable_tracking()
+    if storage is not None:
+        check.reachable_storage(storage)
+
+
 def load_dataset(*args: Any, **kwargs: Any) -> Any:
     """:func:`bench.data.load_dataset`, imported when a command loads data."""
     from bench.data import load_dataset
@@ -498,6 +572,9 @@ def overrides_from(args: argparse.Namespace, *approaches: str) -> dict[str, Any]
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.budget is not None:
+        from bench.preflight import positive_duration
+
+        positive_duration(args.budget, "--budget")
         overrides["budget"] = args.budget
     for name in approaches:
         get_approach(name).resolve(overrides)
@@ -741,6 +818,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
+        "ui",
+        help="open MLflow's UI on the runs, in its training view",
+        description="Print a link that opens MLflow's UI on an experiment's runs in the training "
+        "(machine learning) view, then serve the local store with `mlflow ui` (a tracking "
+        "server given by MLFLOW_TRACKING_URI is linked, not served).",
+    )
+    p.add_argument("--experiment", help="experiment to open (default: the latest updated)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--no-serve", action="store_true", help="print the link only")
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="open optuna-dashboard on the tuning studies",
+        description="Serve the Optuna storage with optuna-dashboard: each tuning study with its "
+        "objective's name; the suites' final trainings are the studies ending in /final.",
+    )
+    p.add_argument(
+        "--storage",
+        help="Optuna storage (default: $BENCH_OPTUNA_STORAGE, else sqlite:///optuna.db)",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser(
         "cache",
         help="show or prune the cache (checkpoints, decoded stores, renders)",
         description="Show what the cache ($BENCH_CACHE_DIR, else ~/.cache/captcha-bench) holds. "
@@ -758,8 +862,20 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # a kill ends runs as KILLED and saves what is done, like Ctrl-C
 
 
+def joined_negative_values(argv: list[str]) -> list[str]:
+    """``--budget -5m`` as ``--budget=-5m``: argparse takes a value starting with '-' for an
+    option, so the check of the value (not "expected one argument") says what is wrong."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--budget" and arg.startswith("-") and arg[1:2].isdigit():
+            out[-1] = f"--budget={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(joined_negative_values(sys.argv[1:] if argv is None else argv))
     signal.signal(signal.SIGTERM, _interrupt)
     keep_freed_memory()  # CPU steps stop page-faulting their activations in anew (bench.allocator)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our bars suffice

@@ -30,6 +30,36 @@ def tracking_uri() -> str:
 
 # MLflow's UI opens an experiment by its kind; without the tag it guesses GenAI (traces, tokens)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` (`python -m bench ui`) serves a local store
+
+
+def ui_base() -> str:
+    """The address of the MLflow UI for the tracking store: the server itself for an http(s)
+    store, else what ``python -m bench ui`` serves."""
+    uri = tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+
+
+def latest_experiment() -> str | None:
+    """The name of the most recently updated experiment (not MLflow's Default), if any."""
+    client = mlflow.MlflowClient(tracking_uri())
+    for experiment in client.search_experiments(order_by=["last_update_time DESC"]):
+        if experiment.name != "Default":
+            return experiment.name
+    return None
+
+
+def training_view(experiment: str | None = None, base: str | None = None) -> str:
+    """A link that opens MLflow's UI on an experiment's runs in its training (machine learning)
+    view: MLflow 3 opens an experiment in its GenAI view unless the link asks for
+    ``workflowType=machine_learning``. Without ``experiment``, the experiments list."""
+    base = base or ui_base()
+    if experiment is None:
+        return f"{base}/#/experiments?workflowType=machine_learning"
+    found = mlflow.MlflowClient(tracking_uri()).get_experiment_by_name(experiment)
+    if found is None:
+        return training_view(None, base)
+    return f"{base}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
 
 
 def use_experiment(name: str) -> str:

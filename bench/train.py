@@ -50,8 +50,8 @@ class EpochLines:
     """Trainer callback: one line per epoch that stays (written above any progress bar), as
     timm's train script prints them."""
 
-    def __init__(self, spec: RunSpec):
-        self.name = f"{spec.approach} seed {spec.seed}"
+    def __init__(self, spec: RunSpec, name: str | None = None):
+        self.name = name or spec.label
         self.epochs = spec.cfg.epochs
         self.budget = spec.cfg.budget
 
@@ -64,7 +64,7 @@ class EpochLines:
         )
         tqdm.write(
             f"{self.name} epoch {epoch + 1}{of}: train loss {stats['train_loss']:.4f}, "
-            f"val loss {stats['val_loss']:.4f}, val acc {stats['val_seq_acc']:.2%}, "
+            f"val loss {stats['val_loss']:.4f}, val seq acc {stats['val_seq_acc']:.2%}, "
             f"val CER {stats['val_cer']:.2%}, {stats['epoch_seconds']:.1f} s{spent}",
             file=sys.stdout,
         )

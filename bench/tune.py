@@ -45,7 +45,7 @@ from bench.study import (
 )
 from bench.tracked import train_tracked
 from bench.tracking import use_experiment
-from bench.train import NonFiniteLossError
+from bench.train import EpochLines, NonFiniteLossError
 
 __all__ = [
     "OBJECTIVE",
@@ -62,6 +62,7 @@ __all__ = [
 OBJECTIVE = "val_cer"  # minimised; the validation sequence accuracy breaks ties
 TIE_BREAK = "val_seq_acc"
 TIE_WEIGHT = 1e-6  # below any CER step of a validation split under a million characters
+METRIC_NAME = f"{OBJECTIVE} - {TIE_WEIGHT:g} x {TIE_BREAK}"  # as optuna-dashboard shows it
 DIRECTION = "minimize"
 
 
@@ -168,7 +169,7 @@ def create_study(cfg: TuneConfig) -> optuna.Study:
                 f"accuracy by an older version; tuning now minimises {OBJECTIVE}: give another "
                 "--study name or delete it (optuna delete-study)"
             )
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=cfg.study,
         storage=storage,
         direction=DIRECTION,
@@ -176,6 +177,12 @@ def create_study(cfg: TuneConfig) -> optuna.Study:
         pruner=make_pruner(cfg.pruner, cfg.epochs),
         load_if_exists=True,
     )
+    if study.metric_names is None:  # what optuna-dashboard labels the objective with
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAME])
+        study.set_user_attr("kind", "tuning")
+    return study
 
 
 def parent_run(cfg: TuneConfig) -> str:
@@ -226,6 +233,12 @@ def parent_run(cfg: TuneConfig) -> str:
     return run.info.run_id
 
 
+def rounded(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as people read them: floats to 4 significant digits (display only; runs use
+    the exact values)."""
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in params.items()}
+
+
 def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
     """Best value and parameters (as tags: they change while a study goes on) and the counts;
     the run ends with ``status`` unless that is RUNNING (others still work on the study)."""
@@ -245,7 +258,7 @@ def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
             }
         )
         client.set_tag(run_id, "best_trial", best.number)
-        for key, value in best.params.items():
+        for key, value in rounded(best.params).items():
             client.set_tag(run_id, f"best.{key}", value)
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
@@ -272,10 +285,14 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
                 f"{TIE_BREAK} {stats[TIE_BREAK]:.2%}"
             )
 
+    linked: list[str] = []
+
     def link_run(epoch: int, stats: dict[str, float]) -> None:
-        """The trial names its MLflow run (the run names the trial in its tags)."""
-        if "mlflow_run_id" not in trial.user_attrs:
-            trial.set_user_attr("mlflow_run_id", mlflow.active_run().info.run_id)
+        """The trial names its MLflow run (the run names the trial in its tags); a retried
+        trial, which inherits the dead one's attributes, names its own."""
+        if not linked:
+            linked.append(mlflow.active_run().info.run_id)
+            trial.set_user_attr("mlflow_run_id", linked[0])
 
     with claimed(trial):
         overrides = {**approach.search_space(FixedKeys(trial, cfg.overrides)), **cfg.overrides}
@@ -297,9 +314,14 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
                     "optuna_study": cfg.study,
                     "optuna_trial": trial_key(cfg.study, trial.number),
                 },
-                run_name=f"{cfg.approach} trial {trial.number + 1}/{cfg.trials}",
+                run_name=f"{cfg.approach} trial {trial.number} {cfg.dataset}",
                 parent_run_id=parent,
-                callbacks=(*callbacks, link_run, report),
+                callbacks=(
+                    *callbacks,
+                    link_run,
+                    report,
+                    EpochLines(spec, f"{cfg.approach} trial {trial.number}"),
+                ),
                 log_model=False,
                 progress=False,
                 test=False,
@@ -376,8 +398,8 @@ def work(
 
                     def show_epoch(epoch: int, stats: dict[str, float]) -> None:
                         bar.set_postfix_str(
-                            f"trial {trial.number + 1}: epoch {epoch + 1}, "
-                            f"val CER {stats[OBJECTIVE]:.1%}, val acc {stats[TIE_BREAK]:.1%}"
+                            f"trial {trial.number}: epoch {epoch + 1}, "
+                            f"val CER {stats[OBJECTIVE]:.1%}, val seq acc {stats[TIE_BREAK]:.1%}"
                         )
 
                     return objective(cfg, trial, parent, (*callbacks, show_epoch))
@@ -434,5 +456,5 @@ def study_report(study: optuna.Study) -> dict[str, Any]:
         "best_value": best.value if best else math.nan,
         **{f"best_{k}": best.user_attrs.get(k) if best else None for k in (OBJECTIVE, TIE_BREAK)},
         "best_trial": best.number if best else None,
-        "best_params": best.params if best else {},
+        "best_params": rounded(best.params) if best else {},
     }

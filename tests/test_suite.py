@@ -49,7 +49,7 @@ def test_smoke_suite_resumes_after_a_kill_without_redoing_work(mlflow_store, tmp
     lines = []
     for line in first.stdout:  # kill it once the first trial of the second approach finished
         lines.append(line)
-        if "crnn-gru trial 0" in line:
+        if "crnn-gru trial 0: " in line:  # its line after the trial (not an epoch's)
             first.send_signal(signal.SIGTERM)
             break
     first.wait(timeout=120)
@@ -61,6 +61,10 @@ def test_smoke_suite_resumes_after_a_kill_without_redoing_work(mlflow_store, tmp
     assert "lstm-columns trial" not in out  # finished trials are not redone
     assert "final synthetic:tiny,count=120 lstm-columns seed" not in out
     assert "crnn-gru seed 1: test seq acc" in out and "report written to" in out
+    # the console holds the project's lines only: no MLflow or alembic INFO lines
+    assert " INFO " not in out and "mlflow.system_metrics" not in out, out
+    assert "crnn-gru seed 1 synthetic:tiny,count=120 epoch 2/2: train loss" in out  # per epoch
+    assert "workflowType=machine_learning" in out and "studies: Optuna" in out  # where things are
 
     suite = load_suite("smoke")
     for approach in suite.approaches:

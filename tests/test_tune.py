@@ -82,13 +82,27 @@ def test_study_records_best_params_and_never_touches_the_test_split(
     parent = runs(mlflow_store, kind="study")[0]
     best = study.best_trial
     assert parent.data.metrics["best_value"] == best.value
-    assert parent.data.tags["best.lr"] == str(best.params["lr"])
+    assert parent.data.tags["best.lr"] == str(float(f"{best.params['lr']:.4g}"))  # as people read
+    assert study.metric_names == ["val_cer - 1e-06 x val_seq_acc"]  # optuna-dashboard's label
+    assert study.user_attrs["kind"] == "tuning"
     assert parent.info.run_name == f"tune lstm-columns {TINY}"
     assert parent.data.tags["source"] == "003" and parent.data.tags["mlflow.user"]
     for trial in study.trials:  # trial and run name each other
         (run,) = runs(mlflow_store, trial=str(trial.number), optuna_study=study.study_name)
         assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
-        assert run.info.run_name == f"lstm-columns trial {trial.number + 1}/2"
+        assert run.info.run_name == f"lstm-columns trial {trial.number} {TINY}"  # Optuna's number
+
+
+def test_a_retried_trial_links_its_own_run_not_the_dead_ones(tmp_path, mlflow_store):
+    """Optuna's retry of a dead worker's trial copies its attributes, the dead run's id too."""
+    cfg = config(tmp_path, 1, pruner="none")
+    study = tune_module.create_study(cfg)
+    study.enqueue_trial({}, user_attrs={"mlflow_run_id": "the-dead-run", "retry_of": 0})
+    tune(cfg)
+    (trial,) = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert trial.user_attrs["retry_of"] == 0
+    (run,) = runs(mlflow_store, trial=str(trial.number), optuna_study=study.study_name)
+    assert trial.user_attrs["mlflow_run_id"] == run.info.run_id != "the-dead-run"
 
 
 def test_nan_loss_prunes_with_the_reason_and_errors_fail_only_their_trial(tmp_path, monkeypatch):

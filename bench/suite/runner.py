@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +37,8 @@ from bench.study import (
 )
 from bench.suite.schema import Suite
 from bench.tracked import train_tracked
-from bench.tune import TuneConfig, create_study, work
+from bench.train import EpochLines
+from bench.tune import TuneConfig, create_study, rounded, work
 
 
 @dataclass
@@ -97,6 +99,11 @@ class Unit:
             study = optuna.create_study(
                 study_name=name, storage=storage, direction="maximize", load_if_exists=True
             )
+            if "kind" not in study.user_attrs:  # bookkeeping, apart from the tuning studies
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names(["test_seq_acc"])
+                study.set_user_attr("kind", "final trainings (one trial per seed and fold)")
             present = {replicate(t) for t in study.get_trials(deepcopy=False)}
             for seed, fold in self.suite.replicates:
                 if (seed, fold) not in present:
@@ -181,7 +188,7 @@ def run_finals(
                         "suite_digest": unit.suite.digest,
                         **unit.tags,
                     },
-                    callbacks=callbacks,
+                    callbacks=(*callbacks, EpochLines(spec)),
                     checkpoint_dir=cache_dir() / "checkpoints",
                     log_model=unit.suite.log_models,
                     progress=False,
@@ -368,7 +375,7 @@ class UnitRun:
         self.trial_counter.finish(self.trial_work)
         attrs = trial.user_attrs
         score = (
-            f"val CER {attrs['val_cer']:.2%}, val acc {attrs['val_seq_acc']:.2%}"
+            f"val CER {attrs['val_cer']:.2%}, val seq acc {attrs['val_seq_acc']:.2%}"
             if "val_cer" in attrs
             else "no score"
         )
@@ -403,7 +410,8 @@ class UnitRun:
             if self.best is None:
                 self.best, self.source = unit.best_params()
                 self.progress.log(
-                    f"final {self.label}: parameters from {self.source}: {self.best or 'defaults'}"
+                    f"final {self.label}: parameters from {self.source}: "
+                    f"{rounded(self.best) or 'defaults'}"
                 )
             states = run_finals(
                 unit,

@@ -1,0 +1,83 @@
+"""Checks a command makes before any work: that its output paths, the cache, the MLflow store and
+the Optuna storage can be written. Each failure is a ``ValueError`` naming the path or URL and
+why, which the CLI prints as one ``error:`` line."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from bench.config import cache_dir
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (made if missing), or None."""
+    for parent in (folder, *folder.parents):  # a file where a folder should be
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bench-check-"):
+            pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+def writable_folder(folder: Path, what: str) -> None:
+    """``folder`` exists or can be made, and a file can be created in it."""
+    if problem := folder_problem(folder):
+        raise ValueError(f"{what} {folder}: cannot write there ({problem})")
+
+
+def writable_file(path: Path, what: str) -> None:
+    """``path`` can be written: its folder is writable and it is not a folder itself."""
+    if path.is_dir():
+        raise ValueError(f"{what} {path}: is a folder, give a file name")
+    if problem := folder_problem(path.parent):
+        raise ValueError(f"{what} {path}: cannot write into {path.parent} ({problem})")
+
+
+def writable_cache() -> None:
+    writable_folder(cache_dir(), "cache (BENCH_CACHE_DIR)")
+
+
+def reachable_tracking() -> None:
+    """The MLflow store opens (a SQLite file's folder is writable; a server answers)."""
+    import mlflow
+
+    from bench.tracking import tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        writable_file(Path(uri.removeprefix("sqlite:///")), "MLflow store (MLFLOW_TRACKING_URI)")
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as err:  # any failure to open the store stops the command before work
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"MLflow store {uri} (MLFLOW_TRACKING_URI): {first}") from None
+
+
+def reachable_storage(url: str) -> None:
+    """The Optuna storage opens (schema created if new)."""
+    from bench.study import open_storage
+
+    if url.startswith("sqlite:///"):
+        writable_file(Path(url.removeprefix("sqlite:///")), "Optuna storage (--storage)")
+    elif url.endswith((".log", ".jsonl")) or url.startswith("journal:"):
+        writable_file(Path(url.removeprefix("journal:")), "Optuna storage (--storage)")
+    try:
+        open_storage(url)
+    except Exception as err:  # a bad URL, a driver missing, a server that does not answer
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"Optuna storage {url} (--storage): {first}") from None
+
+
+def positive_duration(text: str, what: str) -> float:
+    """Seconds of a duration that must be more than zero."""
+    from bench.hparams import parse_duration
+
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"{what} {text}: give a positive duration (leave it out for none)")
+    return seconds
