@@ -92,3 +92,16 @@ def test_parameters_are_shown_rounded():
     shown = rounded({"lr": 0.00601975889024848, "batch_size": 64, "decoder": "beam"})
     assert shown == {"lr": 0.00602, "batch_size": 64, "decoder": "beam"}
     assert re.fullmatch(r"0\.00602", str(shown["lr"]))
+
+
+def test_predict_says_when_a_run_logged_no_model(mlflow_store, tmp_path, capsys):
+    from PIL import Image
+
+    image = tmp_path / "abcde.png"
+    Image.new("RGB", (200, 50)).save(image)
+    client = mlflow.MlflowClient(mlflow_store)
+    run = client.create_run(client.create_experiment("smoke"), tags={"suite": "smoke"})
+    assert main(["predict", "--model", run.info.run_id, str(image)]) == 2
+    err = capsys.readouterr().err
+    assert f"run {run.info.run_id} logged no model: it is a run of suite 'smoke'" in err
+    assert "log_models: true" in err
