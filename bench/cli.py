@@ -49,6 +49,11 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    import shutil
+    import textwrap
+
+    import torch
+
     from bench.approaches import get_approach, list_approaches
     from bench.approaches.registry import create_model
     from bench.data.sources import CAPTCHA_V2_CHARSET
@@ -58,25 +63,30 @@ def cmd_list(args: argparse.Namespace) -> None:
     for name in list_approaches():
         approach = get_approach(name)
         c, h, w = approach.input_shape
-        cfg = TrainConfig.from_hparams(approach.defaults)
-        classes = len(cfg.output_charset(CAPTCHA_V2_CHARSET)) + 1
-        model, _ = create_model(name, num_classes=classes, max_len=5)
-        params = sum(p.numel() for p in model.parameters())
-        rows.append(
-            (
-                name,
-                approach.source,
-                approach.codec,
-                f"{c}x{h}x{w}",
-                f"{params / 1e6:.2f}M",
-                approach.summary,
-            )
+        classes = len(
+            TrainConfig.from_hparams(approach.defaults).output_charset(CAPTCHA_V2_CHARSET)
         )
-    header = ("approach", "source", "codec", "input", "params*", "model")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
-    for row in [header, *rows]:
-        print("  ".join(str(v).ljust(wd) for v, wd in zip(row[:5], widths, strict=True)), row[5])
-    print("* parameters for captcha-v2 (5 positions) at the approach's own output alphabet")
+        with torch.device("meta"):  # shapes only: counting needs no memory and no init
+            model, _ = create_model(name, num_classes=classes + 1, max_len=5)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append((name, approach.source, approach.codec, f"{c}x{h}x{w}", f"{params / 1e6:.1f}M"))
+        rows.append(approach.summary)
+    header = ("approach", "source", "loss", "input", "params")
+    table = [r for r in rows if isinstance(r, tuple)]
+    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
+    width = min(100, shutil.get_terminal_size((100, 24)).columns)
+    print("  ".join(v.ljust(wd) for v, wd in zip(header, widths, strict=True)).rstrip())
+    for row in rows:
+        if isinstance(row, tuple):
+            print("  ".join(v.ljust(wd) for v, wd in zip(row, widths, strict=True)).rstrip())
+        else:
+            print(textwrap.fill(row, width, initial_indent="    ", subsequent_indent="    "))
+    legend = (
+        "source: the write-up it reproduces; loss: ce (a class per character position) or ctc "
+        "(a class per image column, aligned by CTC); input: channels x height x width; params: "
+        "for captcha-v2"
+    )
+    print(textwrap.fill(legend, width))
 
 
 def spec_from(

@@ -26,7 +26,8 @@ def test_list_shows_every_approach_with_its_seed_and_codec(capsys):
     for name in list_approaches():
         assert name in out
     line = next(row for row in out.splitlines() if row.startswith("crnn-resnet "))
-    assert "000" in line and "ctc" in line and "3x50x200" in line
+    assert "000" in line and "ctc" in line and "3x50x200" in line and "9.6M" in line
+    assert max(map(len, out.splitlines())) <= 100  # fits a terminal
 
 
 def test_train_prints_metrics_and_writes_a_result(tmp_path, capsys):
