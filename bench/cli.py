@@ -566,6 +566,23 @@ def load_dataset(*args: Any, **kwargs: Any) -> Any:
     return load_dataset(*args, **kwargs)
 
 
+APPROACH_FOLDER = Path(__file__).resolve().parent / "approaches"
+HELPER_MODULES = {"__init__", "layers", "recipes", "registry"}  # the rest: one approach each
+
+
+def approach_names() -> list[str]:
+    """The shipped approaches' names, read from their file names (``ce_crnn.py``: ``ce-crnn``)
+    without importing them (and torch): an unknown ``--approach`` is refused at once."""
+    files = APPROACH_FOLDER.glob("*.py")
+    return sorted(p.stem.replace("_", "-") for p in files if p.stem not in HELPER_MODULES)
+
+
+def check_approach_names(names: list[str]) -> None:
+    known = approach_names()
+    if unknown := [name for name in names if name not in known]:
+        raise KeyError(f"unknown approach {unknown[0]!r}; known: {', '.join(known)}")
+
+
 def approaches_from(args: argparse.Namespace) -> list[str]:
     """``--approach NAME ...``, every registered approach when not given."""
     from bench.approaches import list_approaches
@@ -886,6 +903,12 @@ def joined_negative_values(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(joined_negative_values(sys.argv[1:] if argv is None else argv))
+    if names := getattr(args, "approach", None):
+        try:
+            check_approach_names([names] if isinstance(names, str) else names)
+        except KeyError as err:
+            print(f"error: {err.args[0]}", file=sys.stderr)
+            return 2
     signal.signal(signal.SIGTERM, _interrupt)
     keep_freed_memory()  # CPU steps stop page-faulting their activations in anew (bench.allocator)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our bars suffice

@@ -393,3 +393,17 @@ def test_an_interrupt_is_reported_on_its_own_line(monkeypatch, capsys):
     assert capsys.readouterr().err.endswith(
         "epoch 3/60 ...\ninterrupted; re-run the same command to resume\n"
     )
+
+
+def test_unknown_approaches_are_refused_without_importing_them():
+    """The file names give the registry's names, so the quick check agrees with it."""
+    from bench.cli import approach_names
+
+    assert approach_names() == sorted(list_approaches())
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "bench", "train", "--approach", "nope"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "unknown approach 'nope'; known: ce-crnn" in out.stderr
+    assert "| torch\n" not in out.stderr  # refused before torch was imported
