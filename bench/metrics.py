@@ -76,7 +76,7 @@ def confusion_frame(predictions: pd.DataFrame, charset: str) -> pd.DataFrame:
 
 
 def per_image(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Per test image, the counts behind each metric (``predictions.csv`` rows in, same order):
+    """Per test image, the counts behind each metric (prediction table rows in, same order):
     ``correct`` (0/1), ``distance`` (edit distance) over ``length`` (label length) for CER,
     ``right`` (positions read right) over ``positions`` (the longer of label and prediction) for
     character accuracy. Summed over images, each pair gives the metric of :func:`summarize`."""

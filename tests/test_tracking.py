@@ -1,4 +1,3 @@
-import io
 import tempfile
 
 import mlflow
@@ -74,14 +73,14 @@ def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store, monkeypatch
         metrics
     )  # MLflow's system metrics, sampled every 0.1 s here
     artifacts = {a.path for a in mlflow.MlflowClient(mlflow_store).list_artifacts(run_id)}
-    assert {"predictions.csv", "misread.png", "confusion.png", "bench.json"} <= artifacts
-    predictions = pd.read_csv(
-        io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/predictions.csv")),
-        dtype={"label": str, "prediction": str},
-    )
-    assert list(predictions.columns) == ["file", "label", "prediction", "correct", "cer"]
+    assert {"predictions.json", "misread.png", "confusion.png", "bench.json"} <= artifacts
+    table = mlflow.artifacts.load_dict(f"runs:/{run_id}/predictions.json")  # an MLflow table
+    predictions = pd.DataFrame(table["data"], columns=table["columns"])
+    assert list(predictions.columns) == ["file", "label", "prediction", "correct", "cer", "split"]
     assert len(predictions) == 24 and set(predictions.label) <= set(dataset.source.labels)
-    assert "predictions_test.json" in artifacts  # an MLflow table
+    assert all(isinstance(label, str) for label in predictions.label) and set(
+        predictions.split
+    ) == {"test"}
     (data_input,) = run.inputs.dataset_inputs
     assert data_input.dataset.name == TINY
     assert data_input.dataset.digest == dataset.source.fingerprint[:32]

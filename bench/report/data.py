@@ -58,13 +58,19 @@ class Comparison:
         return self._histories[run_id].copy()
 
     def predictions(self, run_id: str) -> pd.DataFrame:
-        """The run's ``predictions.csv`` (labels and predictions kept as text)."""
+        """The run's predictions (labels and predictions kept as text): its ``predictions.json``
+        table, or the ``predictions.csv`` of runs logged before it."""
         if run_id not in self._predictions:
-            text = mlflow.artifacts.load_text(f"runs:/{run_id}/predictions.csv")
-            frame = pd.read_csv(
-                io.StringIO(text), dtype={"file": str, "label": str, "prediction": str}
-            )
-            frame["prediction"] = frame.prediction.fillna("")
+            try:
+                table = mlflow.artifacts.load_dict(f"runs:/{run_id}/predictions.json")
+                frame = pd.DataFrame(table["data"], columns=table["columns"])
+            except Exception:  # an older run: its CSV
+                text = mlflow.artifacts.load_text(f"runs:/{run_id}/predictions.csv")
+                frame = pd.read_csv(
+                    io.StringIO(text), dtype={"file": str, "label": str, "prediction": str}
+                )
+            frame["prediction"] = frame.prediction.fillna("").astype(str)
+            frame["label"] = frame.label.astype(str)
             self._predictions[run_id] = frame
         return self._predictions[run_id]
 
