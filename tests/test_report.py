@@ -625,6 +625,66 @@ def test_axes_in_percent_integers_and_readable_logs():
         assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes)), texts
 
 
+def test_accuracy_axes_stay_inside_zero_and_one_hundred_percent():
+    """An approach at 0% (its interval and band down to 0%) and one at 100% leave no margin
+    below 0% or above 100% on any accuracy axis."""
+    curves = pd.DataFrame(
+        [
+            {"approach": a, "seed": s, "epoch": e, "val_seq_acc": v, "val_loss": 1 / e}
+            for a, values in (("a", (0.0, 0.0, 0.0)), ("b", (0.5, 1.0, 1.0)))
+            for s in (0, 1)
+            for e, v in enumerate(values, start=1)
+        ]
+    ).assign(elapsed=lambda f: 10.0 * f.epoch + f.seed)
+    table = pd.DataFrame(
+        {
+            "approach": ["a", "b"],
+            "seq_acc": [0.0, 1.0],
+            "seq_acc_low": [0.0, 0.97],
+            "seq_acc_high": [0.03, 1.0],
+            "params": [1e3, 1e5],
+            "flops": [1e6, 1e8],
+            "train_seconds": [60.0, 90.0],
+        }
+    )
+    slices = pd.DataFrame(
+        [
+            {"approach": a, "slice": k, "seq_acc": v}
+            for a, v in (("a", 0.0), ("b", 1.0))
+            for k in "xy"
+        ]
+    )
+    axes = [
+        figures.learning_curves_figure(curves).axes[0],
+        figures.time_curves_figure(figures.time_bands(curves)).axes[0],
+        figures.cost_scatter_figure(table).axes[0],
+        figures.slice_bars_figure(slices).axes[0],
+    ]
+    for ax in axes:
+        low, high = ax.get_ylim()
+        assert low == 0 and 0 < high <= 1, ax.get_ylabel()
+
+
+def test_nothing_read_right_is_a_note_not_an_empty_plot(tmp_path, mlflow_store):
+    """Where every plotted accuracy is 0, the accuracy figures say so in one line (the learning
+    curves keep their loss panel beside it)."""
+    mlflow.set_tracking_uri(mlflow_store)
+    bad = ["zz" * (1 + i % 3) + "q" for i in range(len(LABELS))]
+    for approach in ("crnn", "zero-net"):
+        log_run(approach, 0, bad, [0.0, 0.0, 0.0], elapsed=True)
+    html = build_report(tmp_path / "r.html", experiments=["fake"]).read_text()
+    assert html.count(f'<p class="note">{figures.NOTHING_READ}</p>') == 3  # cost, time, slices
+    curves = pd.DataFrame(
+        {"approach": "a", "seed": 0, "epoch": [1, 2], "val_seq_acc": 0.0, "val_loss": [2.0, 1.0]}
+    )
+    acc, loss = figures.learning_curves_figure(curves).axes
+    assert not acc.axison and acc.texts[0].get_text() == figures.NOTHING_READ
+    assert loss.axison and loss.get_lines()
+    assert figures.read_nothing(pd.Series([0.0, np.nan])) and not figures.read_nothing(
+        pd.Series([0.0, 0.01])
+    )
+
+
 # --------------------------------------------------------------------------------- in a browser
 
 
