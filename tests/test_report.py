@@ -521,6 +521,20 @@ def test_leaderboard_csv_holds_the_table(fake_report):
     assert "±" not in html
 
 
+def test_what_matters_intervals_draw_seeds_then_images(fake_report, tmp_path):
+    """The ablations' accuracy intervals are the leaderboard's two-level bootstrap and the page
+    says so: crnn-alphabet's 20-class seeds (4.3%, 17.8%, 75.5%) span most of theirs."""
+    html = build_report(tmp_path / "w.html", ["fake"], ablations=ABLATIONS).read_text()
+    section = html[html.index('id="what-matters"') :]
+    assert (
+        "two-level bootstrap: the seeds drawn with replacement, then each drawn seed's" in section
+    )
+    assert "resample test images within seeds" not in section
+    row = pd.read_csv(ABLATIONS / "crnn-alphabet" / "ablation.csv").iloc[0]
+    assert row.acc_low < 0.1 and row.acc_high > 0.6
+    assert f'32.53% <span class="ci">({row.acc_low:.2%}–{row.acc_high:.2%})</span>' in section
+
+
 def registry_names(n: int) -> list[str]:
     return list(figures.registry_order()[:n])
 
