@@ -20,6 +20,7 @@ from bench.metrics import per_image
 from bench.report import ReportError, build_report, figures, load_comparison
 from bench.report.build import (
     CSV_COLUMNS,
+    best_marks,
     leaderboard,
     paired_tests,
     rebuild_commands,
@@ -343,6 +344,55 @@ def test_paired_test_bootstraps_images_within_seeds():
     assert test["items"] == 100 and test["leader_only"] == 50 and test["other_only"] == 50
 
 
+def test_verdicts_leave_the_p_value_to_its_columns():
+    """The verdict says what the Holm-adjusted p means, not the number again (at another
+    precision than its column's)."""
+    files = [f"{i}.png" for i in range(60)]
+    outcomes = {  # lead reads every image, "other" none, "same" all but one
+        "L": pd.DataFrame({"file": files, "correct": True}),
+        "O": pd.DataFrame({"file": files, "correct": False}),
+        "S": pd.DataFrame({"file": files, "correct": [i != 0 for i in range(60)]}),
+    }
+    runs = pd.DataFrame(
+        {"tags.approach": ["lead", "other", "same"], "tags.seed": "0", "tags.fold": ""}
+    ).assign(run_id=["L", "O", "S"])
+    comparison = SimpleNamespace(predictions=outcomes.__getitem__)
+    other, same = paired_tests(comparison, runs, "lead")
+    assert other["significant"] and not same["significant"]
+    assert other["verdict"] == "lead reads more images right than other: a real difference"
+    assert same["verdict"] == (
+        "no significant difference between lead and same: these runs cannot tell them apart"
+    )
+
+
+def test_best_marks_every_tie_and_no_training_time_under_an_equal_budget():
+    """Every row tying the best is highlighted (equal accuracies; costs, times and speeds within
+    1%); none where all rows tie, and no training time when all runs had the same budget."""
+    table = pd.DataFrame(
+        {
+            "seq_acc": [0.9, 0.9, 0.5],
+            "char_acc": [0.95, 0.97, 0.6],
+            "cer": [0.02, 0.01, 0.3],
+            "params": [1000.0, 1009.0, 2000.0],
+            "flops": [1e6, 2e6, 3e6],
+            "train_seconds": [330.0, 340.0, 400.0],
+            "infer_img_per_s": [500.0, 496.0, 100.0],
+            "latency_ms": [2.0, 2.0, 2.0],
+            "epochs_90": [3.0, np.nan, 5.0],
+            "epochs_95": np.nan,
+            "time_50": [20.0, 20.1, 40.0],
+            "time_90": [30.0, 60.0, 90.0],
+        }
+    )
+    marks = best_marks(table)
+    assert marks["seq_acc"] == [0, 1] and marks["char_acc"] == [1] and marks["cer"] == [1]
+    assert marks["params"] == [0, 1] and marks["infer_img_per_s"] == [0, 1]
+    assert marks["train_seconds"] == [0] and marks["time_50"] == [0, 1] and marks["flops"] == [0]
+    assert marks["epochs_90"] == [0] and "latency_ms" not in marks and "epochs_95" not in marks
+    assert "train_seconds" not in best_marks(table, equal_budget=True)
+    assert best_marks(table.assign(train_seconds=[330.0, 331.0, 400.0]))["train_seconds"] == [0, 1]
+
+
 def test_intervals_stay_inside_zero_and_one_and_the_worst_cer():
     nothing = [np.zeros(200), np.zeros(200)]
     point, low, high = bootstrap_ratio(nothing)
@@ -493,6 +543,16 @@ def test_report_states_budget_machine_times_and_commands(fake_report):
     # per epoch 10, 20, 30 s (+ the seed): 50% at 20.5 s on average, 90% at 30.5 s
     assert section_numbers(html) == [*range(1, 7), 7, 8, 9]  # tuning, failed runs, provenance
     assert "Failed or interrupted runs" in html and "boom" in html
+
+
+def test_numbers_stay_on_one_line_and_an_equal_budget_has_no_best_time(fake_report):
+    """Numeric cells do not wrap ("1.55e-" / "120"); both approaches trained 240 s and 241 s
+    under a 240 s budget: no training time is marked best."""
+    html, _ = fake_report
+    assert re.search(r"td:not\(\.name\) \{ white-space: nowrap; \}", html)
+    table = html[html.index("Leaderboard</h3>") : html.index("Which differences are real")]
+    assert re.findall(r'<td class="(\w*)">240</td>', table) == ["", ""]
+    assert "none for\nthe training time: every run had the same time budget" in table
 
 
 def test_leaderboard_csv_holds_the_table(fake_report):
