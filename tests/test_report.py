@@ -595,6 +595,61 @@ def test_what_matters_intervals_draw_seeds_then_images(fake_report, tmp_path):
     assert f'32.53% <span class="ci">({row.acc_low:.2%}–{row.acc_high:.2%})</span>' in section
 
 
+def test_glossary_explains_the_terms_near_the_top(fake_report):
+    html, _ = fake_report
+    assert html.index('<details id="glossary">') < html.index('<section id="ds-1">')
+    glossary = html[html.index('<details id="glossary">') :]
+    glossary = glossary[: glossary.index("</details>")]
+    for term in (
+        "CER",
+        "CTC",
+        "McNemar test, Holm adjustment",
+        "Pareto front",
+        "Two-level bootstrap interval",
+    ):
+        assert f"<dt>{term}</dt><dd>" in glossary
+
+
+def log_study(name: str, storage: str, trials: int) -> None:
+    """A tuning study as ``bench tune`` tracks it (a study run and one run per trial), its
+    trials run in Optuna without training."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+    study.optimize(
+        lambda t: (
+            t.suggest_float("lr", 1e-4, 1e-2, log=True) + t.suggest_int("hidden", 8, 64) / 1e3
+        ),
+        n_trials=trials,
+    )
+    mlflow.set_experiment("fake")
+    with mlflow.start_run():
+        mlflow.set_tags({"kind": "study", "optuna_study": name, "approach": "crnn", "suite": "fk"})
+        mlflow.log_params({"trials": len(study.trials), "storage": storage})
+    for trial in study.trials:
+        with mlflow.start_run():
+            mlflow.set_tags(
+                {"optuna_study": name, "trial": trial.number, "trial_state": "complete"}
+            )
+            mlflow.log_metric("val_cer", trial.value)
+
+
+def test_importances_from_few_trials_carry_a_caveat(fake_report, tmp_path):
+    """Under 10 complete trials the importances are shown with a caveat; from 10 on, without."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    log_study("few", storage, 4)
+    log_study("enough", storage, 10)
+    html = build_report(tmp_path / "t.html", ["fake"]).read_text()
+    start = html.index('<section id="tuning">')
+    tuning = html[start : html.index("</section>", start)]
+    studies = {part.split("</h3>")[0]: part for part in tuning.split("<h3>")[1:]}
+    caveat = "Importances computed from 4 complete trials: with fewer than 10, they are a rough"
+    for name, shown in (("few", True), ("enough", False)):
+        assert studies[name].count("<svg") == 2 and "unavailable" not in studies[name]
+        assert (caveat in studies[name]) == shown, name
+
+
 def registry_names(n: int) -> list[str]:
     return list(figures.registry_order()[:n])
 

@@ -356,8 +356,12 @@ def error_analysis(
     }
 
 
+IMPORTANCE_TRIALS = 10  # fewer complete trials: the importances come with a caveat
+
+
 def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[dict[str, Any]]:
-    """Per study: counts, best parameters, optimisation history and parameter importances."""
+    """Per study: counts, best parameters, optimisation history and parameter importances (with
+    a caveat when fewer than :data:`IMPORTANCE_TRIALS` complete trials back them)."""
     sections = []
     for record in comparison.studies.to_dict("records"):
         study_name = record.get("tags.optuna_study")
@@ -388,6 +392,7 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
             "best_seq_acc": record.get("metrics.best_val_seq_acc"),
             "history": figures.optimization_history(frame),
             "importances_svg": None,
+            "caveat": None,
             "note": None,
         }
         storage = optuna_storage or record.get("params.storage")
@@ -399,6 +404,15 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
                 warnings.simplefilter("ignore")  # "importances will be equal" with few trials
                 values = optuna.importance.get_param_importances(loaded)
             section["importances_svg"] = figures.importances(values) if values else None
+            complete = len(
+                loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            )
+            if values and complete < IMPORTANCE_TRIALS:
+                section["caveat"] = (
+                    f"Importances computed from {complete} complete "
+                    f"trial{'' if complete == 1 else 's'}: with fewer than {IMPORTANCE_TRIALS}, "
+                    "they are a rough first look, not a ranking to rely on."
+                )
         except Exception as err:  # the storage may be elsewhere or hold too few trials
             section["note"] = f"parameter importances unavailable ({type(err).__name__}: {err})"
         sections.append(section)
