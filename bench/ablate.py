@@ -1,10 +1,12 @@
 """Ablations: one approach with one setting varied over values, on the same split and seeds.
 
 Each run is a ``compare`` run (tracked in MLflow, a result file under ``OUT/KEY=VALUE/``); the
-table pairs every variant with the first on the same test images and seeds: the accuracy
-difference with a bootstrap interval that resamples images within seeds, an exact McNemar test
-on the discordant images pooled over seeds, and Welch's t-test on the seeds' accuracies (the
-images are not the only randomness: a run's training noise moves its accuracy too).
+table gives each variant's accuracy with the leaderboard's two-level interval (seeds, then each
+seed's test images resampled) and pairs every variant with the first on the same test images and
+seeds: the accuracy difference with a bootstrap interval that resamples images within seeds, an
+exact McNemar test on the discordant images pooled over seeds, and Welch's t-test on the seeds'
+accuracies (the images are not the only randomness: a run's training noise moves its accuracy
+too).
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ import pandas as pd
 from scipy import stats
 
 from bench.data import Dataset
-from bench.report.stats import bootstrap_difference, bootstrap_mean, holm, mcnemar_exact
+from bench.report.stats import (
+    bootstrap_difference,
+    bootstrap_mean,
+    bootstrap_ratio,
+    holm,
+    mcnemar_exact,
+)
 from bench.results import train_and_record
 from bench.spec import RunSpec
 
@@ -61,8 +69,10 @@ def correct_by_file(record: dict[str, Any]) -> pd.Series:
 
 
 def ablation_table(key: str, records: dict[Any, list[dict[str, Any]]]) -> pd.DataFrame:
-    """One row per value: mean test sequence accuracy and CER over seeds, the accuracy with its
-    interval (it covers the test images' sampling, not the spread between seeds: each seed's
+    """One row per value: mean test sequence accuracy and CER over seeds, the accuracy's 95%
+    interval from the leaderboard's two-level bootstrap
+    (:func:`~bench.report.stats.bootstrap_ratio`: the seeds drawn, then each drawn seed's test
+    images, so it covers the spread between seeds as well as the images' sampling; each seed's
     accuracy is listed beside it), and against the first value (the reference) the paired
     difference, its interval, the discordant images and McNemar's exact p (Holm-adjusted over
     the variants), and Welch's p over the seeds' accuracies. Variants tested on other images
@@ -73,7 +83,7 @@ def ablation_table(key: str, records: dict[Any, list[dict[str, Any]]]) -> pd.Dat
     rows = []
     for value in values:
         mine = {r["seed"]: correct_by_file(r) for r in records[value]}
-        acc, low, high = bootstrap_mean(list(mine.values()), outcomes=True)
+        acc, low, high = bootstrap_ratio(list(mine.values()))
         seeds = sorted(set(mine) & set(reference))
         shared = [mine[s].index.intersection(reference[s].index) for s in seeds]
         diffs = [mine[s][i] - reference[s][i] for s, i in zip(seeds, shared, strict=True)]

@@ -692,9 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="one approach with one setting varied: paired comparison on the same splits",
         description="Train an approach once per value of one setting and seed, on the same split "
         "(each a compare run tracked in MLflow, kept in OUT/KEY=VALUE/), then tabulate each "
-        "value against the first: test accuracy with a bootstrap interval (images resampled "
-        "within seeds), the paired difference, and an exact McNemar test on the discordant "
-        "images (Holm-adjusted). Re-running resumes.",
+        "value against the first: test accuracy with a two-level bootstrap interval (seeds, "
+        "then each seed's images resampled), the paired difference, and an exact McNemar test "
+        "on the discordant images (Holm-adjusted). Re-running resumes.",
     )
     p.add_argument("--approach", required=True, help=APPROACH_HELP)
     p.add_argument(

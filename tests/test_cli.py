@@ -290,6 +290,29 @@ def test_ablation_table_of_variants_tested_on_other_images():
     assert "on 2 shared" in text and "0 / 1 of 2 shared" in text and "unpaired" in text
 
 
+def test_ablation_interval_draws_seeds_then_images():
+    """Seeds reading 4%, 18% and 76% of the same 200 images: the accuracy interval is the
+    leaderboard's two-level bootstrap (seeds drawn, then each drawn seed's images), as wide as the
+    seeds' spread, not the few points of the images' sampling alone."""
+    from bench.ablate import ablation_table, correct_by_file
+    from bench.report.stats import bootstrap_ratio
+
+    def record(seed, right):
+        predictions = [{"file": f"{i}.png", "correct": i < right} for i in range(200)]
+        return {
+            "seed": seed,
+            "test_seq_acc": right / 200,
+            "test_cer": 0.1,
+            "predictions": predictions,
+        }
+
+    records = {"a": [record(0, 8), record(1, 36), record(2, 152)]}
+    row = ablation_table("k", records).iloc[0]
+    expected = bootstrap_ratio([correct_by_file(r).values for r in records["a"]])
+    assert (row.test_seq_acc, row.acc_low, row.acc_high) == pytest.approx(expected)
+    assert row.acc_low < 0.1 and row.acc_high > 0.6
+
+
 def test_reproduction_summary_gives_intervals_source_figures_and_verdicts():
     from bench.results import summary_lines
 

@@ -20,6 +20,7 @@ from bench.metrics import per_image
 from bench.report import ReportError, build_report, figures, load_comparison
 from bench.report.build import (
     CSV_COLUMNS,
+    best_marks,
     leaderboard,
     paired_tests,
     rebuild_commands,
@@ -151,7 +152,8 @@ def test_every_section_is_present(report):
         "9. Provenance",
     ):
         assert heading in report
-    assert report.count("<svg") >= 6
+    # a figure, or where its runs read no image right (2 epochs of tiny runs may not) its note
+    assert report.count("<svg") + report.count(f'<p class="note">{figures.NOTHING_READ}</p>') >= 6
     assert "data:image/png;base64," in report  # the misread gallery, embedded
     assert "Every approach had the same tuning budget: 3 trials of 1 epoch," in report
     # every run carries the suite tag "unit": the suite's commands rebuild the page
@@ -343,6 +345,55 @@ def test_paired_test_bootstraps_images_within_seeds():
     assert test["items"] == 100 and test["leader_only"] == 50 and test["other_only"] == 50
 
 
+def test_verdicts_leave_the_p_value_to_its_columns():
+    """The verdict says what the Holm-adjusted p means, not the number again (at another
+    precision than its column's)."""
+    files = [f"{i}.png" for i in range(60)]
+    outcomes = {  # lead reads every image, "other" none, "same" all but one
+        "L": pd.DataFrame({"file": files, "correct": True}),
+        "O": pd.DataFrame({"file": files, "correct": False}),
+        "S": pd.DataFrame({"file": files, "correct": [i != 0 for i in range(60)]}),
+    }
+    runs = pd.DataFrame(
+        {"tags.approach": ["lead", "other", "same"], "tags.seed": "0", "tags.fold": ""}
+    ).assign(run_id=["L", "O", "S"])
+    comparison = SimpleNamespace(predictions=outcomes.__getitem__)
+    other, same = paired_tests(comparison, runs, "lead")
+    assert other["significant"] and not same["significant"]
+    assert other["verdict"] == "lead reads more images right than other: a real difference"
+    assert same["verdict"] == (
+        "no significant difference between lead and same: these runs cannot tell them apart"
+    )
+
+
+def test_best_marks_every_tie_and_no_training_time_under_an_equal_budget():
+    """Every row tying the best is highlighted (equal accuracies; costs, times and speeds within
+    1%); none where all rows tie, and no training time when all runs had the same budget."""
+    table = pd.DataFrame(
+        {
+            "seq_acc": [0.9, 0.9, 0.5],
+            "char_acc": [0.95, 0.97, 0.6],
+            "cer": [0.02, 0.01, 0.3],
+            "params": [1000.0, 1009.0, 2000.0],
+            "flops": [1e6, 2e6, 3e6],
+            "train_seconds": [330.0, 340.0, 400.0],
+            "infer_img_per_s": [500.0, 496.0, 100.0],
+            "latency_ms": [2.0, 2.0, 2.0],
+            "epochs_90": [3.0, np.nan, 5.0],
+            "epochs_95": np.nan,
+            "time_50": [20.0, 20.1, 40.0],
+            "time_90": [30.0, 60.0, 90.0],
+        }
+    )
+    marks = best_marks(table)
+    assert marks["seq_acc"] == [0, 1] and marks["char_acc"] == [1] and marks["cer"] == [1]
+    assert marks["params"] == [0, 1] and marks["infer_img_per_s"] == [0, 1]
+    assert marks["train_seconds"] == [0] and marks["time_50"] == [0, 1] and marks["flops"] == [0]
+    assert marks["epochs_90"] == [0] and "latency_ms" not in marks and "epochs_95" not in marks
+    assert "train_seconds" not in best_marks(table, equal_budget=True)
+    assert best_marks(table.assign(train_seconds=[330.0, 331.0, 400.0]))["train_seconds"] == [0, 1]
+
+
 def test_intervals_stay_inside_zero_and_one_and_the_worst_cer():
     nothing = [np.zeros(200), np.zeros(200)]
     point, low, high = bootstrap_ratio(nothing)
@@ -495,6 +546,16 @@ def test_report_states_budget_machine_times_and_commands(fake_report):
     assert "Failed or interrupted runs" in html and "boom" in html
 
 
+def test_numbers_stay_on_one_line_and_an_equal_budget_has_no_best_time(fake_report):
+    """Numeric cells do not wrap ("1.55e-" / "120"); both approaches trained 240 s and 241 s
+    under a 240 s budget: no training time is marked best."""
+    html, _ = fake_report
+    assert re.search(r"td:not\(\.name\) \{ white-space: nowrap; \}", html)
+    table = html[html.index("Leaderboard</h3>") : html.index("Which differences are real")]
+    assert re.findall(r'<td class="(\w*)">240</td>', table) == ["", ""]
+    assert "none for\nthe training time: every run had the same time budget" in table
+
+
 def test_leaderboard_csv_holds_the_table(fake_report):
     html, out = fake_report
     csv = pd.read_csv(out.parent / "leaderboard.csv")
@@ -519,6 +580,75 @@ def test_leaderboard_csv_holds_the_table(fake_report):
             shown += f"{row[col + '_low']:.2%}–{row[col + '_high']:.2%}</span>"
             assert shown in html
     assert "±" not in html
+
+
+def test_what_matters_intervals_draw_seeds_then_images(fake_report, tmp_path):
+    """The ablations' accuracy intervals are the leaderboard's two-level bootstrap and the page
+    says so: crnn-alphabet's 20-class seeds (4.3%, 17.8%, 75.5%) span most of theirs."""
+    html = build_report(tmp_path / "w.html", ["fake"], ablations=ABLATIONS).read_text()
+    section = html[html.index('id="what-matters"') :]
+    assert (
+        "two-level bootstrap: the seeds drawn with replacement, then each drawn seed's" in section
+    )
+    assert "resample test images within seeds" not in section
+    row = pd.read_csv(ABLATIONS / "crnn-alphabet" / "ablation.csv").iloc[0]
+    assert row.acc_low < 0.1 and row.acc_high > 0.6
+    assert f'32.53% <span class="ci">({row.acc_low:.2%}–{row.acc_high:.2%})</span>' in section
+
+
+def test_glossary_explains_the_terms_near_the_top(fake_report):
+    html, _ = fake_report
+    assert html.index('<details id="glossary">') < html.index('<section id="ds-1">')
+    glossary = html[html.index('<details id="glossary">') :]
+    glossary = glossary[: glossary.index("</details>")]
+    for term in (
+        "CER",
+        "CTC",
+        "McNemar test, Holm adjustment",
+        "Pareto front",
+        "Two-level bootstrap interval",
+    ):
+        assert f"<dt>{term}</dt><dd>" in glossary
+
+
+def log_study(name: str, storage: str, trials: int) -> None:
+    """A tuning study as ``bench tune`` tracks it (a study run and one run per trial), its
+    trials run in Optuna without training."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+    study.optimize(
+        lambda t: (
+            t.suggest_float("lr", 1e-4, 1e-2, log=True) + t.suggest_int("hidden", 8, 64) / 1e3
+        ),
+        n_trials=trials,
+    )
+    mlflow.set_experiment("fake")
+    with mlflow.start_run():
+        mlflow.set_tags({"kind": "study", "optuna_study": name, "approach": "crnn", "suite": "fk"})
+        mlflow.log_params({"trials": len(study.trials), "storage": storage})
+    for trial in study.trials:
+        with mlflow.start_run():
+            mlflow.set_tags(
+                {"optuna_study": name, "trial": trial.number, "trial_state": "complete"}
+            )
+            mlflow.log_metric("val_cer", trial.value)
+
+
+def test_importances_from_few_trials_carry_a_caveat(fake_report, tmp_path):
+    """Under 10 complete trials the importances are shown with a caveat; from 10 on, without."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    log_study("few", storage, 4)
+    log_study("enough", storage, 10)
+    html = build_report(tmp_path / "t.html", ["fake"]).read_text()
+    start = html.index('<section id="tuning">')
+    tuning = html[start : html.index("</section>", start)]
+    studies = {part.split("</h3>")[0]: part for part in tuning.split("<h3>")[1:]}
+    caveat = "Importances computed from 4 complete trials: with fewer than 10, they are a rough"
+    for name, shown in (("few", True), ("enough", False)):
+        assert studies[name].count("<svg") == 2 and "unavailable" not in studies[name]
+        assert (caveat in studies[name]) == shown, name
 
 
 def registry_names(n: int) -> list[str]:
@@ -623,6 +753,66 @@ def test_axes_in_percent_integers_and_readable_logs():
         assert 2 <= len(labels) <= 6, texts
         boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.x0)
         assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes)), texts
+
+
+def test_accuracy_axes_stay_inside_zero_and_one_hundred_percent():
+    """An approach at 0% (its interval and band down to 0%) and one at 100% leave no margin
+    below 0% or above 100% on any accuracy axis."""
+    curves = pd.DataFrame(
+        [
+            {"approach": a, "seed": s, "epoch": e, "val_seq_acc": v, "val_loss": 1 / e}
+            for a, values in (("a", (0.0, 0.0, 0.0)), ("b", (0.5, 1.0, 1.0)))
+            for s in (0, 1)
+            for e, v in enumerate(values, start=1)
+        ]
+    ).assign(elapsed=lambda f: 10.0 * f.epoch + f.seed)
+    table = pd.DataFrame(
+        {
+            "approach": ["a", "b"],
+            "seq_acc": [0.0, 1.0],
+            "seq_acc_low": [0.0, 0.97],
+            "seq_acc_high": [0.03, 1.0],
+            "params": [1e3, 1e5],
+            "flops": [1e6, 1e8],
+            "train_seconds": [60.0, 90.0],
+        }
+    )
+    slices = pd.DataFrame(
+        [
+            {"approach": a, "slice": k, "seq_acc": v}
+            for a, v in (("a", 0.0), ("b", 1.0))
+            for k in "xy"
+        ]
+    )
+    axes = [
+        figures.learning_curves_figure(curves).axes[0],
+        figures.time_curves_figure(figures.time_bands(curves)).axes[0],
+        figures.cost_scatter_figure(table).axes[0],
+        figures.slice_bars_figure(slices).axes[0],
+    ]
+    for ax in axes:
+        low, high = ax.get_ylim()
+        assert low == 0 and 0 < high <= 1, ax.get_ylabel()
+
+
+def test_nothing_read_right_is_a_note_not_an_empty_plot(tmp_path, mlflow_store):
+    """Where every plotted accuracy is 0, the accuracy figures say so in one line (the learning
+    curves keep their loss panel beside it)."""
+    mlflow.set_tracking_uri(mlflow_store)
+    bad = ["zz" * (1 + i % 3) + "q" for i in range(len(LABELS))]
+    for approach in ("crnn", "zero-net"):
+        log_run(approach, 0, bad, [0.0, 0.0, 0.0], elapsed=True)
+    html = build_report(tmp_path / "r.html", experiments=["fake"]).read_text()
+    assert html.count(f'<p class="note">{figures.NOTHING_READ}</p>') == 3  # cost, time, slices
+    curves = pd.DataFrame(
+        {"approach": "a", "seed": 0, "epoch": [1, 2], "val_seq_acc": 0.0, "val_loss": [2.0, 1.0]}
+    )
+    acc, loss = figures.learning_curves_figure(curves).axes
+    assert not acc.axison and acc.texts[0].get_text() == figures.NOTHING_READ
+    assert loss.axison and loss.get_lines()
+    assert figures.read_nothing(pd.Series([0.0, np.nan])) and not figures.read_nothing(
+        pd.Series([0.0, 0.01])
+    )
 
 
 # --------------------------------------------------------------------------------- in a browser

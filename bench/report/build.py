@@ -180,25 +180,37 @@ def leaderboard_csv(tables: dict[tuple[str, str], pd.DataFrame], path: Path) -> 
     return path
 
 
-def best_marks(table: pd.DataFrame) -> dict[str, Any]:
-    """Which row holds the best value of each column (for highlighting)."""
-    higher = {"seq_acc", "char_acc", "infer_img_per_s"}
-    lower = {
-        "cer",
-        "params",
-        "flops",
-        "train_seconds",
-        "latency_ms",
-        "epochs_90",
-        "epochs_95",
-        "time_50",
-        "time_90",
-    }
+HIGHER = {"seq_acc", "char_acc", "infer_img_per_s"}
+LOWER = {
+    "cer",
+    "params",
+    "flops",
+    "train_seconds",
+    "latency_ms",
+    "epochs_90",
+    "epochs_95",
+    "time_50",
+    "time_90",
+}
+EXACT = {"seq_acc", "char_acc", "cer"}  # results: only equal values tie
+TIE = 0.01  # costs, times and speeds within 1% of the best tie (a measurement's own noise)
+
+
+def best_marks(table: pd.DataFrame, equal_budget: bool = False) -> dict[str, list[int]]:
+    """Per column, the rows that hold its best value or tie it (for highlighting): equal values
+    in the accuracy columns, values within :data:`TIE` of the best in the others. A column where
+    every row ties has none, and so has the training time under an equal time budget (every run
+    trained as long: the column is no result)."""
     marks = {}
-    for column in higher | lower:
+    for column in HIGHER | LOWER:
         values = table[column].dropna()
-        if not values.empty:
-            marks[column] = values.idxmax() if column in higher else values.idxmin()
+        if values.empty or (equal_budget and column == "train_seconds"):
+            continue
+        best = values.max() if column in HIGHER else values.min()
+        tolerance = 0.0 if column in EXACT else TIE * abs(best)
+        ties = values.index[(values - best).abs() <= tolerance].tolist()
+        if len(ties) < len(values):
+            marks[column] = ties
     return marks
 
 
@@ -255,14 +267,13 @@ def paired_tests(comparison: Comparison, runs: pd.DataFrame, leader: str) -> lis
     for test, adjusted in zip(testable, holm([t["p"] for t in testable]), strict=True):
         test["p_holm"] = adjusted
         test["significant"] = adjusted < ALPHA
-        test["verdict"] = (
-            f"{leader} reads more images right than {test['other']}: a real difference "
-            f"(p = {adjusted:.2g} after Holm)"
+        test["verdict"] = (  # the p-values are in their own columns
+            f"{leader} reads more images right than {test['other']}: a real difference"
             if adjusted < ALPHA and test["diff"] > 0
             else f"{test['other']} reads more images right than {leader}"
             if adjusted < ALPHA
-            else f"no significant difference between {leader} and {test['other']} "
-            f"(p = {adjusted:.2g}): these runs cannot tell them apart"
+            else f"no significant difference between {leader} and {test['other']}: these runs "
+            "cannot tell them apart"
         )
     return tests
 
@@ -345,8 +356,12 @@ def error_analysis(
     }
 
 
+IMPORTANCE_TRIALS = 10  # fewer complete trials: the importances come with a caveat
+
+
 def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[dict[str, Any]]:
-    """Per study: counts, best parameters, optimisation history and parameter importances."""
+    """Per study: counts, best parameters, optimisation history and parameter importances (with
+    a caveat when fewer than :data:`IMPORTANCE_TRIALS` complete trials back them)."""
     sections = []
     for record in comparison.studies.to_dict("records"):
         study_name = record.get("tags.optuna_study")
@@ -377,6 +392,7 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
             "best_seq_acc": record.get("metrics.best_val_seq_acc"),
             "history": figures.optimization_history(frame),
             "importances_svg": None,
+            "caveat": None,
             "note": None,
         }
         storage = optuna_storage or record.get("params.storage")
@@ -388,6 +404,15 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
                 warnings.simplefilter("ignore")  # "importances will be equal" with few trials
                 values = optuna.importance.get_param_importances(loaded)
             section["importances_svg"] = figures.importances(values) if values else None
+            complete = len(
+                loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            )
+            if values and complete < IMPORTANCE_TRIALS:
+                section["caveat"] = (
+                    f"Importances computed from {complete} complete "
+                    f"trial{'' if complete == 1 else 's'}: with fewer than {IMPORTANCE_TRIALS}, "
+                    "they are a rough first look, not a ranking to rely on."
+                )
         except Exception as err:  # the storage may be elsewhere or hold too few trials
             section["note"] = f"parameter importances unavailable ({type(err).__name__}: {err})"
         sections.append(section)
@@ -610,13 +635,15 @@ def build_report(
         leader = table.approach.iloc[0]
         charset = str(runs["params.data.charset"].iloc[0])
         curves = curves_frame(comparison, runs)
+        equal_time = training_setup(runs)["equal_time"]
         datasets.append(
             {
                 "name": f"{dataset}: suite {suite_name}" if several else dataset,
                 "dataset": dataset,
                 "suite": suite_name,
                 "table": table,
-                "best": best_marks(table),
+                "best": best_marks(table, equal_time),
+                "equal_time": equal_time,
                 "leader": leader,
                 "single_seed": bool((table.n < 2).any()),
                 "kfold": bool((table.folds > 0).any()),

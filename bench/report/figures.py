@@ -1,8 +1,9 @@
 """The report's figures (seaborn/matplotlib), returned as inline SVG text.
 
 Every figure colours an approach the same way (:func:`approach_palette`), shows accuracies and
-CERs in percent, epochs and trials on integer ticks and log axes with a few plain labels; a panel
-with nothing to draw is a :class:`Panel` holding one line saying why instead of an empty plot.
+CERs in percent (accuracy axes inside 0-100%), epochs and trials on integer ticks and log axes with
+a few plain labels; a panel with nothing to draw (or only accuracies of 0) is a :class:`Panel`
+holding one line saying why instead of an empty plot.
 """
 
 from __future__ import annotations
@@ -106,6 +107,23 @@ def percent_axis(axis: matplotlib.axis.Axis) -> None:
     axis.set_major_formatter(PercentFormatter(1.0, decimals=None))
 
 
+def accuracy_axis(ax: plt.Axes) -> None:
+    """The y axis of ``ax`` in percent, its limits clamped to [0, 100%] (no margin below 0% or
+    above 100%, where no accuracy or interval can be)."""
+    percent_axis(ax.yaxis)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, 0.0), min(high, 1.0))
+
+
+NOTHING_READ = "no approach read any image yet"
+
+
+def read_nothing(accuracies: pd.Series) -> bool:
+    """Every accuracy there is to plot is 0 (a flat line at the axis' bottom: nothing to see)."""
+    values = accuracies.dropna()
+    return not values.empty and bool((values == 0).all())
+
+
 def integer_axis(axis: matplotlib.axis.Axis) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
@@ -206,6 +224,7 @@ def cost_scatter_figure(table: pd.DataFrame) -> plt.Figure:
             s=90,
             ax=ax,
             zorder=3,
+            clip_on=False,  # a point at 0% or 100% sits on the axis' edge, whole
         )
         front = pareto_front(data[column].tolist(), data.seq_acc.tolist())
         ax.plot(
@@ -218,7 +237,7 @@ def cost_scatter_figure(table: pd.DataFrame) -> plt.Figure:
         log_axis(ax, "x")
         ax.set_xlabel(label)
         ax.set_ylabel("test sequence accuracy")
-    percent_axis(axes[0].yaxis)
+    accuracy_axis(axes[0])  # the y axis is shared
     for ax in drawn[:-1]:
         ax.get_legend().remove()
     if drawn:
@@ -227,6 +246,8 @@ def cost_scatter_figure(table: pd.DataFrame) -> plt.Figure:
 
 
 def cost_scatter(table: pd.DataFrame) -> Panel:
+    if read_nothing(table.seq_acc):
+        return Panel(note=NOTHING_READ)
     return Panel(svg(cost_scatter_figure(table)))
 
 
@@ -237,7 +258,8 @@ def epochs_per_run(curves: pd.DataFrame) -> int:
 
 
 def learning_curves_figure(curves: pd.DataFrame) -> plt.Figure:
-    """Validation sequence accuracy and loss per epoch: mean with a 95% band over seeds."""
+    """Validation sequence accuracy and loss per epoch: mean with a 95% band over seeds; where
+    every accuracy is 0, one line in the accuracy panel instead of a flat curve."""
     palette = approach_palette(curves.approach)
     order = approach_order(curves.approach)
     figure, axes = plt.subplots(1, 2, figsize=(14, 4.2))
@@ -246,6 +268,10 @@ def learning_curves_figure(curves: pd.DataFrame) -> plt.Figure:
         (axes[0], "val_seq_acc", "validation sequence accuracy"),
         (axes[1], "val_loss", "validation loss"),
     ):
+        if column == "val_seq_acc" and read_nothing(curves[column]):
+            ax.text(0.5, 0.5, NOTHING_READ, ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
         sns.lineplot(
             data=curves,
             x="epoch",
@@ -255,12 +281,13 @@ def learning_curves_figure(curves: pd.DataFrame) -> plt.Figure:
             palette=palette,
             errorbar=("ci", 95),
             marker="o" if few else None,
+            clip_on=False,  # a marker at 0% or 100% sits on the axis' edge, whole
             ax=ax,
             legend=ax is axes[1],
         )
         ax.set_ylabel(label)
         integer_axis(ax.xaxis)
-    percent_axis(axes[0].yaxis)
+    accuracy_axis(axes[0])
     if (curves.val_loss.dropna() > 0).all() and curves.val_loss.notna().any():
         log_axis(axes[1], "y")
     side_legend(axes[1])
@@ -335,7 +362,7 @@ def time_curves_figure(bands: pd.DataFrame) -> plt.Figure:
     ax.set_xlim(left=0)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=8))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: compact(v)))
-    percent_axis(ax.yaxis)
+    accuracy_axis(ax)
     side_legend(ax)
     return figure
 
@@ -348,6 +375,8 @@ def time_curves(curves: pd.DataFrame) -> Panel:
     bands = time_bands(curves)
     if bands.empty:
         return Panel(note="1 epoch per run: no curve to draw")
+    if read_nothing(bands["mean"]):
+        return Panel(note=NOTHING_READ)
     return Panel(svg(time_curves_figure(bands)))
 
 
@@ -419,7 +448,7 @@ def slice_bars_figure(slices: pd.DataFrame) -> plt.Figure:
     )
     ax.set_ylabel("test sequence accuracy")
     ax.set_xlabel("")
-    percent_axis(ax.yaxis)
+    accuracy_axis(ax)
     side_legend(ax)
     return figure
 
@@ -427,4 +456,6 @@ def slice_bars_figure(slices: pd.DataFrame) -> plt.Figure:
 def slice_bars(slices: pd.DataFrame) -> Panel:
     if slices.seq_acc.isna().all():
         return Panel(note="no test images: no slices to draw")
+    if read_nothing(slices.seq_acc):
+        return Panel(note=NOTHING_READ)
     return Panel(svg(slice_bars_figure(slices)))
