@@ -20,7 +20,7 @@ from bench.metrics import confusion_frame
 from bench.plots import confusion_figure, misread_gallery
 from bench.recognizer import Recognizer, recognizer_metadata
 from bench.spec import RunSpec
-from bench.tracking import environment, log_figure, log_params, mlflow_run
+from bench.tracking import environment, log_figure, log_metrics, log_params, mlflow_run
 from bench.train import TrainResult, run_data, train
 
 PACKAGE = Path(__file__).resolve().parent  # bench/, shipped with every logged model
@@ -34,7 +34,7 @@ class EpochLogger:
         self.logged: set[int] = set()
 
     def __call__(self, epoch: int, stats: dict[str, float]) -> None:
-        mlflow.log_metrics(stats, step=epoch + 1)
+        log_metrics(stats, step=epoch + 1)
         self.logged.add(epoch)
 
 
@@ -73,8 +73,8 @@ def log_result(
     """Final metrics, any epochs resumed from a checkpoint, predictions, figures and the model."""
     for epoch, stats in enumerate(result.history):
         if epoch not in logger.logged:
-            mlflow.log_metrics(stats, step=epoch + 1)
-    mlflow.log_metrics(
+            log_metrics(stats, step=epoch + 1)
+    log_metrics(
         {
             **{f"test_{k}": v for k, v in (result.test or {}).items()},
             "params": result.params,

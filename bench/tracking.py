@@ -23,6 +23,36 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PARENT_TAG = "mlflow.parentRunId"
 
 
+# MLflow's UI groups a run's charts by the prefix before "/": the results (validation and test
+# accuracy, CER, losses) stay unprefixed and come first; timings, progress, costs and a study's
+# bookkeeping each get a group of their own
+METRIC_GROUPS = {
+    "time": (
+        "elapsed_seconds",
+        "epoch_seconds",
+        "img_per_s",
+        "train_seconds",
+        "train_img_per_s",
+    ),
+    "progress": ("steps", "images", "lr", "epochs_run"),
+    "cost": ("params", "flops", "infer_img_per_s", "latency_ms_p50", "latency_ms_p95"),
+    "study": ("trial_epochs", "best_value", "best_val_cer", "best_val_seq_acc"),
+}
+_GROUP_OF = {key: group for group, keys in METRIC_GROUPS.items() for key in keys}
+
+
+def metric_name(key: str) -> str:
+    """The MLflow name of a metric: ``group/key`` for the keys of :data:`METRIC_GROUPS` (and a
+    study's ``n_*`` counts), the key itself for the results."""
+    group = _GROUP_OF.get(key) or ("study" if key.startswith("n_") else None)
+    return f"{group}/{key}" if group else key
+
+
+def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
+    """``mlflow.log_metrics`` under :func:`metric_name`'s names."""
+    mlflow.log_metrics({metric_name(k): v for k, v in values.items()}, step=step)
+
+
 def tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, else a SQLite store in the working folder (MLflow 3's default)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

@@ -44,7 +44,7 @@ from bench.study import (
     worker_processes,
 )
 from bench.tracked import train_tracked
-from bench.tracking import use_experiment
+from bench.tracking import metric_name, use_experiment
 from bench.train import EpochLines, NonFiniteLossError
 
 __all__ = [
@@ -229,7 +229,7 @@ def parent_run(cfg: TuneConfig) -> str:
             }.items()
         ],
     )
-    client.log_metric(run.info.run_id, "trial_epochs", cfg.epochs)  # numeric, for the report
+    client.log_metric(run.info.run_id, metric_name("trial_epochs"), cfg.epochs)  # for the report
     return run.info.run_id
 
 
@@ -261,7 +261,7 @@ def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
         for key, value in rounded(best.params).items():
             client.set_tag(run_id, f"best.{key}", value)
     for key, value in metrics.items():
-        client.log_metric(run_id, key, value)
+        client.log_metric(run_id, metric_name(key), value)
     if status != "RUNNING":
         client.set_terminated(run_id, status)
 

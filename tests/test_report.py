@@ -36,6 +36,7 @@ from bench.report.stats import (
     mcnemar_exact,
     pareto_front,
 )
+from bench.tracking import log_metrics
 from bench.tune import TuneConfig, tune
 from tests.conftest import fit_tracked, write_images
 
@@ -501,16 +502,14 @@ def log_run(approach: str, seed: int, preds: list[str], val_acc: list[float], el
             }
         )
         summary = metrics.summarize(preds, LABELS)
-        mlflow.log_metrics({f"test_{k}": v for k, v in summary.items()})
-        mlflow.log_metrics(
-            {"params": 1e3 * len(approach), "flops": 1e6, "train_seconds": 240.0 + seed}
-        )
+        log_metrics({f"test_{k}": v for k, v in summary.items()})
+        log_metrics({"params": 1e3 * len(approach), "flops": 1e6, "train_seconds": 240.0 + seed})
         for step, acc in enumerate(val_acc, start=1):
             timing = {"epoch_seconds": 12.0 + seed} | (
                 {"elapsed_seconds": 10.0 * step + seed} if elapsed else {}
             )
-            mlflow.log_metrics({"val_seq_acc": acc, "val_loss": 1 / step, **timing}, step=step)
-        mlflow.log_metric("epochs_run", len(val_acc))
+            log_metrics({"val_seq_acc": acc, "val_loss": 1 / step, **timing}, step=step)
+        log_metrics({"epochs_run": len(val_acc)})
         rows = pd.DataFrame({"file": [f"{t}.png" for t in LABELS], "label": LABELS})
         rows["prediction"] = preds
         rows["correct"] = rows.prediction == rows.label

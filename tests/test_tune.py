@@ -48,7 +48,7 @@ def test_study_with_pruning_nests_trials_under_its_parent(tmp_path, mlflow_store
         assert set(trial.params) == {"lr", "momentum", "batch_size", "dropout"}  # hidden is fixed
     parent = runs(mlflow_store, kind="study")
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
-    assert parent[0].data.metrics["n_pruned"] == 3
+    assert parent[0].data.metrics["study/n_pruned"] == 3
     children = runs(mlflow_store, optuna_study=study.study_name, trial_state="pruned")
     assert len(children) == 3
     assert all(c.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for c in children)
@@ -81,7 +81,7 @@ def test_study_records_best_params_and_never_touches_the_test_split(
     assert study.trials[1].params != first.params
     parent = runs(mlflow_store, kind="study")[0]
     best = study.best_trial
-    assert parent.data.metrics["best_value"] == best.value
+    assert parent.data.metrics["study/best_value"] == best.value
     assert parent.data.tags["best.lr"] == str(float(f"{best.params['lr']:.4g}"))  # as people read
     assert study.metric_names == ["val_cer - 1e-06 x val_seq_acc"]  # optuna-dashboard's label
     assert study.user_attrs["kind"] == "tuning"

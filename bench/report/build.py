@@ -28,7 +28,7 @@ from bench.report.stats import (
     holm,
     mcnemar_exact,
 )
-from bench.tracking import tracking_uri
+from bench.tracking import metric_name, tracking_uri
 
 ALPHA = 0.05
 CSV_NAME = "leaderboard.csv"  # beside the HTML page
@@ -47,7 +47,8 @@ COSTS = [
 
 
 def metric(runs: pd.DataFrame, name: str) -> pd.Series:
-    column = f"metrics.{name}"
+    """A logged metric of every run (by its key; MLflow's name may carry a group prefix)."""
+    column = f"metrics.{metric_name(name)}"
     return runs[column] if column in runs else pd.Series(np.nan, index=runs.index)
 
 
@@ -388,8 +389,8 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
             "budget": budget(record),
             "counts": frame.state.value_counts().to_dict(),
             "best": best,
-            "best_cer": record.get("metrics.best_val_cer"),
-            "best_seq_acc": record.get("metrics.best_val_seq_acc"),
+            "best_cer": record.get(f"metrics.{metric_name('best_val_cer')}"),
+            "best_seq_acc": record.get(f"metrics.{metric_name('best_val_seq_acc')}"),
             "history": figures.optimization_history(frame),
             "importances_svg": None,
             "caveat": None,
@@ -422,7 +423,7 @@ def tuning_section(comparison: Comparison, optuna_storage: str | None) -> list[d
 def budget(study: dict[str, Any]) -> str:
     """ "20 trials of 10 epochs" from a study run's ``trial_epochs`` metric (the epochs of its
     trials' spec)."""
-    epochs = study.get("metrics.trial_epochs")
+    epochs = study.get(f"metrics.{metric_name('trial_epochs')}")
     each = (
         "the approach's own epochs"
         if epochs is None or pd.isna(epochs)

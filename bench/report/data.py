@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ReportError
-from bench.tracking import tracking_uri
+from bench.tracking import metric_name, tracking_uri
 
 HISTORY = ("val_seq_acc", "val_loss", "elapsed_seconds", "epoch_seconds")
 
@@ -49,7 +49,7 @@ class Comparison:
         if run_id not in self._histories:
             frames = []
             for key in HISTORY:
-                points = self._client.get_metric_history(run_id, key)
+                points = self._client.get_metric_history(run_id, metric_name(key))
                 frames.append(pd.Series({m.step: m.value for m in points}, name=key, dtype=float))
             frame = pd.concat(frames, axis=1).sort_index().rename_axis("epoch").reset_index()
             frame = frame[frame.val_seq_acc.notna()].reset_index(drop=True)
