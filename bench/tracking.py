@@ -23,27 +23,37 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PARENT_TAG = "mlflow.parentRunId"
 
 
-# MLflow's UI groups a run's charts by the prefix before "/": the results (validation and test
-# accuracy, CER, losses) stay unprefixed and come first; timings, progress, costs and a study's
-# bookkeeping each get a group of their own
+# MLflow's UI shows a run's charts in sections by the prefix before "/", sorted by name, before
+# the unprefixed ones: accuracy comes first, then the losses, then progress, size, speed, a
+# study's bookkeeping and timings
 METRIC_GROUPS = {
-    "time": (
-        "elapsed_seconds",
-        "epoch_seconds",
-        "img_per_s",
-        "train_seconds",
-        "train_img_per_s",
+    "accuracy": (
+        "val_seq_acc",
+        "val_char_acc",
+        "val_cer",
+        "test_seq_acc",
+        "test_char_acc",
+        "test_cer",
     ),
+    "loss": ("train_loss", "val_loss", "test_loss"),
     "progress": ("steps", "images", "lr", "epochs_run"),
-    "cost": ("params", "flops", "infer_img_per_s", "latency_ms_p50", "latency_ms_p95"),
+    "size": ("params", "flops"),
+    "speed": (
+        "img_per_s",
+        "train_img_per_s",
+        "infer_img_per_s",
+        "latency_ms_p50",
+        "latency_ms_p95",
+    ),
     "study": ("trial_epochs", "best_value", "best_val_cer", "best_val_seq_acc"),
+    "time": ("elapsed_seconds", "epoch_seconds", "train_seconds"),
 }
 _GROUP_OF = {key: group for group, keys in METRIC_GROUPS.items() for key in keys}
 
 
 def metric_name(key: str) -> str:
     """The MLflow name of a metric: ``group/key`` for the keys of :data:`METRIC_GROUPS` (and a
-    study's ``n_*`` counts), the key itself for the results."""
+    study's ``n_*`` counts), else the key itself."""
     group = _GROUP_OF.get(key) or ("study" if key.startswith("n_") else None)
     return f"{group}/{key}" if group else key
 

@@ -105,3 +105,13 @@ def test_predict_says_when_a_run_logged_no_model(mlflow_store, tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"run {run.info.run_id} logged no model: it is a run of suite 'smoke'" in err
     assert "log_models: true" in err
+
+
+def test_mlflow_chart_sections_put_accuracy_first():
+    """MLflow's UI orders the chart sections by prefix name: every metric a run logs is in a
+    group, accuracy's sorts first and the losses second."""
+    from bench.tracking import METRIC_GROUPS, metric_name
+
+    assert sorted(METRIC_GROUPS)[:2] == ["accuracy", "loss"]
+    assert metric_name("val_seq_acc") == "accuracy/val_seq_acc"
+    assert metric_name("n_pruned") == "study/n_pruned" and metric_name("lr") == "progress/lr"

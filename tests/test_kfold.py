@@ -102,7 +102,9 @@ def test_a_kfold_suite_tests_every_image_once_and_pools_them(tmp_path, mlflow_st
     for row in table.itertuples():
         assert (row.n, row.folds, row.images) == (3, 3, 60)
         group = runs[runs["tags.approach"] == row.approach]
-        correct = (group["metrics.test_seq_acc"] * group["params.data.n_test"].astype(int)).sum()
+        correct = (
+            group["metrics.accuracy/test_seq_acc"] * group["params.data.n_test"].astype(int)
+        ).sum()
         assert row.seq_acc == pytest.approx(correct / 60)  # pooled over all 60 images
         assert 0 <= row.seq_acc_low <= row.seq_acc <= row.seq_acc_high <= 1
         assert len(str(row.per_fold).split()) == 3

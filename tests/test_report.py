@@ -216,7 +216,7 @@ def test_leaderboard_means_match_the_store(store, monkeypatch):
     client = mlflow.MlflowClient(uri)
     for approach in ("lstm-columns", "multihead"):
         ids = runs[runs["tags.approach"] == approach].run_id
-        values = [client.get_run(i).data.metrics["test_seq_acc"] for i in ids]
+        values = [client.get_run(i).data.metrics["accuracy/test_seq_acc"] for i in ids]
         assert table.loc[approach, "n"] == 2
         assert table.loc[approach, "seq_acc"] == pytest.approx(np.mean(values))
         # the interval resamples each seed's test images (read from its predictions.csv)
@@ -632,7 +632,7 @@ def log_study(name: str, storage: str, trials: int) -> None:
             mlflow.set_tags(
                 {"optuna_study": name, "trial": trial.number, "trial_state": "complete"}
             )
-            mlflow.log_metric("val_cer", trial.value)
+            log_metrics({"val_cer": trial.value})
 
 
 def test_importances_from_few_trials_carry_a_caveat(fake_report, tmp_path):

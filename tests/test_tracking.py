@@ -53,7 +53,7 @@ def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store, monkeypatch
         assert params[key]
     assert tags["approach"] == "lstm-columns" and tags["suite"] == "unit" and tags["seed"] == "3"
     assert tags["dataset"] == TINY
-    history = mlflow.MlflowClient(mlflow_store).get_metric_history(run_id, "val_seq_acc")
+    history = mlflow.MlflowClient(mlflow_store).get_metric_history(run_id, "accuracy/val_seq_acc")
     assert [m.step for m in history] == [1, 2]
     for key in (
         "train_loss",
@@ -66,9 +66,9 @@ def test_a_logged_run_holds_everything_to_reproduce_it(mlflow_store, monkeypatch
     ):
         name = metric_name(key)  # grouped by a prefix where it is no result (time/, progress/)
         assert len(mlflow.MlflowClient(mlflow_store).get_metric_history(run_id, name)) == 2
-    assert metrics["test_seq_acc"] == pytest.approx(result.test["seq_acc"])
-    assert metrics["test_cer"] == pytest.approx(result.test["cer"])
-    assert metrics["cost/params"] == result.params and metrics["cost/flops"] == result.flops
+    assert metrics["accuracy/test_seq_acc"] == pytest.approx(result.test["seq_acc"])
+    assert metrics["accuracy/test_cer"] == pytest.approx(result.test["cer"])
+    assert metrics["size/params"] == result.params and metrics["size/flops"] == result.flops
     assert metrics["time/train_seconds"] > 0  # grouped in MLflow's UI by the prefix
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(
         metrics

@@ -107,7 +107,10 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
     is_study = frame["tags.kind"] == "study"
     is_trial = frame["tags.optuna_study"].notna() & ~is_study
     final = frame[~is_study & ~is_trial]
-    finished = final[(final.status == "FINISHED") & final["metrics.test_seq_acc"].notna()]
+    accuracy = f"metrics.{metric_name('test_seq_acc')}"
+    if accuracy not in final:
+        final = final.assign(**{accuracy: np.nan})
+    finished = final[(final.status == "FINISHED") & final[accuracy].notna()]
     if finished.empty:
         raise ReportError(
             f"no finished training runs in {', '.join(names)}"
