@@ -115,3 +115,16 @@ def test_mlflow_chart_sections_put_accuracy_first():
     assert sorted(METRIC_GROUPS)[:2] == ["accuracy", "loss"]
     assert metric_name("val_seq_acc") == "accuracy/val_seq_acc"
     assert metric_name("n_pruned") == "study/n_pruned" and metric_name("lr") == "progress/lr"
+
+
+def test_runs_logged_before_the_groups_read_under_the_grouped_names():
+    import pandas as pd
+
+    from bench.report.data import grouped_metrics
+
+    frame = pd.DataFrame(
+        {"metrics.test_seq_acc": [0.9, None], "metrics.accuracy/test_seq_acc": [None, 0.8]}
+    )
+    assert grouped_metrics(frame)["metrics.accuracy/test_seq_acc"].tolist() == [0.9, 0.8]
+    old_only = grouped_metrics(pd.DataFrame({"metrics.params": [5.0]}))
+    assert old_only["metrics.size/params"].tolist() == [5.0]

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ReportError
-from bench.tracking import metric_name, tracking_uri
+from bench.tracking import METRIC_GROUPS, metric_name, tracking_uri
 
 HISTORY = ("val_seq_acc", "val_loss", "elapsed_seconds", "epoch_seconds")
+GROUPED = [key for keys in METRIC_GROUPS.values() for key in keys]
 
 
 def training_seconds(history: pd.DataFrame) -> pd.Series:
@@ -50,6 +51,8 @@ class Comparison:
             frames = []
             for key in HISTORY:
                 points = self._client.get_metric_history(run_id, metric_name(key))
+                if not points:  # a run logged before metrics were grouped
+                    points = self._client.get_metric_history(run_id, key)
                 frames.append(pd.Series({m.step: m.value for m in points}, name=key, dtype=float))
             frame = pd.concat(frames, axis=1).sort_index().rename_axis("epoch").reset_index()
             frame = frame[frame.val_seq_acc.notna()].reset_index(drop=True)
@@ -82,6 +85,16 @@ class Comparison:
             return Path(local).read_bytes()
 
 
+def grouped_metrics(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs logged before metrics were grouped (``test_seq_acc``, not
+    ``accuracy/test_seq_acc``) read under the grouped names."""
+    for key in GROUPED:
+        old, new = f"metrics.{key}", f"metrics.{metric_name(key)}"
+        if old in frame and old != new:
+            frame[new] = frame[new].fillna(frame[old]) if new in frame else frame[old]
+    return frame
+
+
 def load_comparison(experiments: list[str] | None = None, suite: str | None = None) -> Comparison:
     """Final runs (not tuning trials) of ``experiments`` (default: all), optionally one suite's."""
     mlflow.set_tracking_uri(tracking_uri())
@@ -96,6 +109,7 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
     frame = mlflow.search_runs([known[n] for n in names], output_format="pandas")
     if frame.empty:
         raise ReportError(f"no runs in experiment(s) {', '.join(names)} of {tracking_uri()}")
+    frame = grouped_metrics(frame)
     for column in ("tags.kind", "tags.optuna_study", "tags.seed", "tags.error"):
         if column not in frame:
             frame[column] = None
