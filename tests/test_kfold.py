@@ -109,7 +109,7 @@ def test_a_kfold_suite_tests_every_image_once_and_pools_them(tmp_path, mlflow_st
         assert 0 <= row.seq_acc_low <= row.seq_acc <= row.seq_acc_high <= 1
         assert len(str(row.per_fold).split()) == 3
     html = out.read_text()
-    assert "Cross-validated" in html and "per fold (spread)" in html
+    assert "Cross-validated" in html and "folds: lowest–highest" in html
     assert "estimated by `run --plan` at its start" in html
 
 
