@@ -530,6 +530,10 @@ def fake_report(tmp_path, mlflow_store) -> tuple[str, Path]:
     with mlflow.start_run():
         mlflow.set_tags({"approach": "crnn", "seed": 2, "suite": "fk", "error": "boom"})
         mlflow.end_run("FAILED")
+    with mlflow.start_run():  # seed 1 failed once, then trained again to the end (above)
+        tags = {"approach": "crnn", "dataset": "fake:ds", "seed": 1, "suite": "fk"}
+        mlflow.set_tags({**tags, "error": "worker died"})
+        mlflow.end_run("FAILED")
     out = tmp_path / "page" / "index.html"
     return build_report(out, experiments=["fake"]).read_text(), out
 
@@ -543,6 +547,8 @@ def test_report_states_budget_machine_times_and_commands(fake_report):
     # per epoch 10, 20, 30 s (+ the seed): 50% at 20.5 s on average, 90% at 30.5 s
     assert section_numbers(html) == [*range(1, 7), 7, 8, 9]  # tuning, failed runs, provenance
     assert "Failed or interrupted runs" in html and "boom" in html
+    failed = html[html.index("Failed or interrupted runs") :]
+    assert failed.count("redone: finished as") == 1 and "not redone" in failed  # seed 1, seed 2
 
 
 def test_numbers_stay_on_one_line_and_an_equal_budget_has_no_best_time(fake_report):

@@ -95,6 +95,17 @@ def grouped_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+REPLICATE = ["tags.dataset", "tags.suite", "tags.approach", "tags.seed", "tags.fold"]
+
+
+def redone(failed: pd.DataFrame, finished: pd.DataFrame) -> pd.DataFrame:
+    """Failed runs with ``redone``: the id of a finished run of the same dataset, suite, approach,
+    seed and fold (a retry that went through), else ""."""
+    done = finished.set_index(REPLICATE).run_id
+    keys = failed[REPLICATE].itertuples(index=False, name=None)
+    return failed.assign(redone=[done.get(key, "") for key in keys]).reset_index(drop=True)
+
+
 def load_comparison(experiments: list[str] | None = None, suite: str | None = None) -> Comparison:
     """Final runs (not tuning trials) of ``experiments`` (default: all), optionally one suite's."""
     mlflow.set_tracking_uri(tracking_uri())
@@ -130,17 +141,10 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
             f"no finished training runs in {', '.join(names)}"
             + (f" for suite {suite!r}" if suite else "")
         )
-    finished = (
-        finished.sort_values("start_time")
-        .groupby(
-            ["tags.dataset", "tags.suite", "tags.approach", "tags.seed", "tags.fold"],
-            as_index=False,
-        )
-        .last()
-    )
+    finished = finished.sort_values("start_time").groupby(REPLICATE, as_index=False).last()
     return Comparison(
         runs=finished.reset_index(drop=True),
-        failed=final[final.status.isin(["FAILED", "KILLED"])].reset_index(drop=True),
+        failed=redone(final[final.status.isin(["FAILED", "KILLED"])], finished),
         studies=frame[is_study].reset_index(drop=True),
         trials=frame[is_trial].reset_index(drop=True),
         experiments=names,
