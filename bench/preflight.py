@@ -43,14 +43,15 @@ def writable_cache() -> None:
 
 
 def reachable_tracking() -> None:
-    """The MLflow store opens (a SQLite file's folder is writable; a server answers)."""
+    """The MLflow store can be written (a SQLite file's folder), or answers (a server)."""
     import mlflow
 
     from bench.tracking import tracking_uri
 
     uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
+    if uri.startswith("sqlite:///"):  # made on first use: a command that stops leaves none
         writable_file(Path(uri.removeprefix("sqlite:///")), "MLflow store (MLFLOW_TRACKING_URI)")
+        return
     try:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # any failure to open the store stops the command before work
@@ -59,13 +60,15 @@ def reachable_tracking() -> None:
 
 
 def reachable_storage(url: str) -> None:
-    """The Optuna storage opens (schema created if new)."""
+    """The Optuna storage can be written (a file's folder), or opens (a database server)."""
     from bench.study import open_storage
 
-    if url.startswith("sqlite:///"):
-        writable_file(Path(url.removeprefix("sqlite:///")), "Optuna storage (--storage)")
-    elif url.endswith((".log", ".jsonl")) or url.startswith("journal:"):
-        writable_file(Path(url.removeprefix("journal:")), "Optuna storage (--storage)")
+    local = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    if url.endswith((".log", ".jsonl")) or url.startswith("journal:"):
+        local = url.removeprefix("journal:")
+    if local is not None:  # made on first use: a command that stops leaves none
+        writable_file(Path(local), "Optuna storage (--storage)")
+        return
     try:
         open_storage(url)
     except Exception as err:  # a bad URL, a driver missing, a server that does not answer

@@ -55,7 +55,7 @@ def test_train_prints_metrics_and_writes_a_result(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "test_seq_acc" in out and "test_cer" in out and "flops" in out
-    assert "lstm-columns seed 0 epoch 1/1: train loss " in out  # a line per epoch
+    assert "lstm-columns seed 0 synthetic:tiny,count=120 epoch 1/1: train loss " in out  # per epoch
     record = json.loads(out_file.read_text())
     assert record["approach"] == "lstm-columns" and record["hparams"]["hidden"] == 16
     assert len(record["history"]) == 1 and record["data"]["n_test"] == 24

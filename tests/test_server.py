@@ -36,4 +36,4 @@ def test_mlflow_server_on_loopback_lists_the_runs(mlflow_store, tmp_path):
         )["runs"]
         assert [r["info"]["run_id"] for r in found] == [run_id]
         metrics = {m["key"]: m["value"] for m in found[0]["data"]["metrics"]}
-        assert "test_seq_acc" in metrics and "val_cer" in metrics
+        assert "accuracy/test_seq_acc" in metrics and "accuracy/val_cer" in metrics

@@ -42,7 +42,10 @@ def final_runs(uri: str, experiment: str) -> list:
     return client.search_runs([found.experiment_id], "tags.kind = 'final'")
 
 
-def test_smoke_suite_resumes_after_a_kill_without_redoing_work(mlflow_store, tmp_path):
+def test_smoke_suite_resumes_after_a_kill_without_redoing_work(mlflow_store, tmp_path, monkeypatch):
+    # a cache of its own: another test's finished checkpoint of the same run would be reused
+    # (and print no epoch lines)
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = ("run", "--suite", "smoke", "--storage", storage, "--quiet")
     first = bench_cli(*args)
