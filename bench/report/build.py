@@ -548,18 +548,20 @@ def relative(path: Path) -> str:
 
 
 def wall_time(comparison: Comparison) -> str:
-    """The suite's measured span (first run's start to last run's end, tuning trials included)
-    beside the estimate ``run`` printed at its start (the ``plan_estimate_s`` tag); "" without."""
-    frames = [f for f in (comparison.runs, comparison.trials) if not f.empty]
-    if "tags.plan_estimate_s" not in comparison.runs:
+    """The measured span of the suites' runs (first run's start to last run's end, tuning trials
+    included) beside the estimate ``run`` printed at their start (each suite's
+    ``plan_estimate_s`` tag, summed); "" without."""
+    runs = comparison.runs
+    if "tags.plan_estimate_s" not in runs:
         return ""
-    estimates = pd.to_numeric(comparison.runs["tags.plan_estimate_s"], errors="coerce").dropna()
-    if estimates.empty:
+    estimates = pd.to_numeric(runs["tags.plan_estimate_s"], errors="coerce")
+    per_suite = estimates.groupby(runs["tags.suite"]).last().dropna()
+    if per_suite.empty:
         return ""
+    frames = [f for f in (runs, comparison.trials) if not f.empty]
     started = min(f.start_time.min() for f in frames)
     ended = max(f.end_time.max() for f in frames)
-    span = (ended - started).total_seconds()
-    estimate = float(estimates.iloc[-1])
+    span, estimate = (ended - started).total_seconds(), float(per_suite.sum())
     return (
         f"{duration(span)} measured (first run's start to last run's end; a resumed suite's "
         f"pauses included) against {duration(estimate)} estimated by `run --plan` at its start "
