@@ -635,6 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="captcha-bench: compare text-recognition architectures on captcha images.",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show MLflow's and Optuna's own INFO lines (before the command: "
+        "python -m bench --verbose run ...)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     p = sub.add_parser("list", help="list the registered approaches")
@@ -914,9 +920,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our bars suffice
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run
     # the console holds the project's own lines: MLflow's loggers (configured from this variable
-    # when MLflow is imported, also in worker processes) and alembic's at WARNING
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # when MLflow is imported, also in worker processes), alembic's and Optuna's at WARNING
+    level = "INFO" if args.verbose else "WARNING"
+    if args.verbose:
+        os.environ["MLFLOW_LOGGING_LEVEL"] = level
+    else:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", level)
+    os.environ["BENCH_LOG_LEVEL"] = level
+    logging.getLogger("alembic").setLevel(level)
     try:
         code = args.func(args)
     except USER_ERRORS as err:

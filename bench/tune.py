@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import re
 import time
 import warnings
@@ -76,7 +77,10 @@ def objective_value(stats: dict[str, float]) -> float:
 PRUNERS = ("median", "hyperband", "none")
 SAMPLERS = ("tpe", "random")
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Optuna's own lines only with `python -m bench --verbose` (which sets BENCH_LOG_LEVEL=INFO)
+optuna.logging.set_verbosity(
+    optuna.logging.INFO if os.environ.get("BENCH_LOG_LEVEL") == "INFO" else optuna.logging.WARNING
+)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 

@@ -128,3 +128,20 @@ def test_runs_logged_before_the_groups_read_under_the_grouped_names():
     assert grouped_metrics(frame)["metrics.accuracy/test_seq_acc"].tolist() == [0.9, 0.8]
     old_only = grouped_metrics(pd.DataFrame({"metrics.params": [5.0]}))
     assert old_only["metrics.size/params"].tolist() == [5.0]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_mlflows_own_lines_show_only_with_verbose(verbose, tmp_path):
+    """A new store's creation is logged by MLflow at INFO: hidden unless ``--verbose``."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'new.db'}"}
+    env.pop("MLFLOW_LOGGING_LEVEL", None)
+    command = [sys.executable, "-m", "bench", *(["--verbose"] if verbose else []), "report"]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path / "r.html")], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 2 and "error: " in done.stderr
+    assert ("INFO mlflow" in done.stderr) is verbose, done.stderr
