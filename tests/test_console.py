@@ -138,7 +138,8 @@ def test_mlflows_own_lines_show_only_with_verbose(verbose, tmp_path):
     import sys
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'new.db'}"}
-    env.pop("MLFLOW_LOGGING_LEVEL", None)
+    for inherited in ("MLFLOW_LOGGING_LEVEL", "MLFLOW_EXPERIMENT_ID"):  # set by earlier tests
+        env.pop(inherited, None)
     command = [sys.executable, "-m", "bench", *(["--verbose"] if verbose else []), "report"]
     done = subprocess.run(
         [*command, "--out", str(tmp_path / "r.html")], capture_output=True, text=True, env=env
