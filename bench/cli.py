@@ -937,4 +937,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Exception as err:  # MLflow refusing a setting (a store, an experiment id): one line
+        if not type(err).__module__.startswith("mlflow."):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: MLflow: {first}", file=sys.stderr)
+        return 2
     return code or 0

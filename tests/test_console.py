@@ -146,3 +146,24 @@ def test_mlflows_own_lines_show_only_with_verbose(verbose, tmp_path):
     )
     assert done.returncode == 2 and "error: " in done.stderr
     assert ("INFO mlflow" in done.stderr) is verbose, done.stderr
+
+
+def test_mlflow_refusing_a_setting_is_one_error_line(tmp_path):
+    """An experiment id in the environment that the store lacks: MLflow's error, one line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'new.db'}",
+        "MLFLOW_EXPERIMENT_ID": "7",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "report", "--out", str(tmp_path / "r.html")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: MLflow: ") and "`7` does not exist" in done.stderr
