@@ -17,7 +17,7 @@ import yaml
 
 from bench.allocator import keep_freed_memory
 from bench.config import cache_dir
-from bench.errors import DataError, LabelError, NonFiniteLossError, ReportError
+from bench.errors import DataError, LabelError, NonFiniteLossError, ReportError, first_line
 from bench.options import (
     DEVICES,
     GRAPHS,
@@ -940,7 +940,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # MLflow refusing a setting (a store, an experiment id): one line
         if not type(err).__module__.startswith("mlflow."):
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: MLflow: {first}", file=sys.stderr)
+        print(f"error: MLflow: {first_line(err)}", file=sys.stderr)
         return 2
     return code or 0

@@ -18,3 +18,10 @@ class NonFiniteLossError(RuntimeError):
 
 class ReportError(ValueError):
     """Nothing to report on (unknown or empty experiment)."""
+
+
+def first_line(err: BaseException) -> str:
+    """An error's message cut to its first line (another library's may run to a page), or its
+    type's name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

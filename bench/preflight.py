@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from bench.config import cache_dir
+from bench.errors import first_line
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -55,25 +56,21 @@ def reachable_tracking() -> None:
     try:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # any failure to open the store stops the command before work
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"MLflow store {uri} (MLFLOW_TRACKING_URI): {first}") from None
+        raise ValueError(f"MLflow store {uri} (MLFLOW_TRACKING_URI): {first_line(err)}") from None
 
 
 def reachable_storage(url: str) -> None:
     """The Optuna storage can be written (a file's folder), or opens (a database server)."""
     from bench.study import open_storage
+    from bench.study.storage import storage_file
 
-    local = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
-    if url.endswith((".log", ".jsonl")) or url.startswith("journal:"):
-        local = url.removeprefix("journal:")
-    if local is not None:  # made on first use: a command that stops leaves none
-        writable_file(Path(local), "Optuna storage (--storage)")
+    if (local := storage_file(url)) is not None:  # made on first use: none left if stopped
+        writable_file(local, "Optuna storage (--storage)")
         return
     try:
         open_storage(url)
     except Exception as err:  # a bad URL, a driver missing, a server that does not answer
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"Optuna storage {url} (--storage): {first}") from None
+        raise ValueError(f"Optuna storage {url} (--storage): {first_line(err)}") from None
 
 
 def positive_duration(text: str, what: str) -> float:

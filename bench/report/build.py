@@ -90,9 +90,10 @@ def image_counts(comparison: Comparison, run_id: str) -> pd.DataFrame | None:
 
 
 def replicate_order(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs sorted by seed, then fold (numerically)."""
-    key = runs["tags.seed"].astype(str).str.zfill(12) + "/" + runs["tags.fold"].astype(str)
-    return runs.assign(_key=key.str.zfill(16)).sort_values("_key").drop(columns="_key")
+    """Runs sorted by seed, then fold, as numbers (tags are text: "10" after "9")."""
+    return runs.sort_values(
+        ["tags.seed", "tags.fold"], key=lambda tags: pd.to_numeric(tags, errors="coerce")
+    )
 
 
 def fold_figures(group: pd.DataFrame) -> dict[str, Any]:
@@ -134,7 +135,10 @@ def leaderboard(comparison: Comparison, runs: pd.DataFrame) -> pd.DataFrame:
             "n": len(group),
             "seeds": ", ".join(dict.fromkeys(group["tags.seed"].astype(str))),
             "per_seed": " ".join(
-                f"{v:.1%}" for v in metric(group, "test_seq_acc").groupby(group["tags.seed"]).mean()
+                f"{v:.1%}"
+                for v in metric(group, "test_seq_acc")
+                .groupby(group["tags.seed"], sort=False)
+                .mean()
             ),
             **fold_figures(group),
         }

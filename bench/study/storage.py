@@ -7,7 +7,6 @@ import fcntl
 import functools
 import hashlib
 import os
-import re
 from pathlib import Path
 
 import optuna
@@ -25,10 +24,22 @@ def storage_url(url: str | None = None) -> str:
     return url or os.environ.get("BENCH_OPTUNA_STORAGE") or DEFAULT_STORAGE
 
 
+def is_journal(url: str) -> bool:
+    """A journal file: ``journal:PATH``, or a path ending in ``.log`` or ``.jsonl``."""
+    return url.startswith("journal:") or url.endswith((".log", ".jsonl"))
+
+
+def storage_file(url: str) -> Path | None:
+    """The local file a storage lives in (a SQLite database or a journal), None for a server."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return Path(url.removeprefix("journal:")) if is_journal(url) else None
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An SQLAlchemy URL (RDB storage, with heartbeats) or a journal file (``*.log``)."""
-    if url.startswith("journal:") or url.endswith((".log", ".jsonl")):
-        path = url.removeprefix("journal:")
+    if is_journal(url):
+        path = str(storage_file(url))
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
 
     def connect() -> optuna.storages.RDBStorage:
@@ -86,11 +97,9 @@ class StorageLock:
     ``release`` may be called more than once."""
 
     def __init__(self, url: str, name: str = "captcha-bench"):
-        match = re.match(r"sqlite:///(.+)", url) or re.match(
-            r"(?:journal:)?(.+\.(?:log|jsonl))$", url
-        )
-        self.path = Path(match.group(1)).with_suffix(".bench-lock") if match else None
-        self.url = None if match or url.startswith("sqlite") else url
+        local = storage_file(url)
+        self.path = local.with_suffix(".bench-lock") if local else None
+        self.url = None if local or url.startswith("sqlite") else url
         self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         self.name = name[:64]
         self._handle = None
