@@ -46,3 +46,39 @@ def test_each_extra_worker_sees_its_own_gpu(tmp_path, monkeypatch):
     seen = sorted(p.read_text() for p in folder.iterdir())
     assert seen == ["0", "1", "1"]
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def train_until_interrupted(folder: str) -> None:
+    """A worker that works until interrupted, then says so (as a run ends KILLED)."""
+    import time
+
+    path = os.path.join(folder, str(os.getpid()))
+    try:
+        with open(path, "w") as out:
+            out.write("working")
+        while True:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        with open(path, "w") as out:
+            out.write("interrupted")
+
+
+def test_a_kill_of_the_first_worker_interrupts_the_others(tmp_path, monkeypatch):
+    """A kill (SIGTERM, raised as KeyboardInterrupt) reaches only the process it names: the
+    others, still working after the grace, are interrupted the same way instead of working on."""
+    from bench.study import workers
+
+    monkeypatch.setattr(workers, "INTERRUPT_GRACE_S", 1.0)
+    folder = tmp_path / "seen"
+    folder.mkdir()
+    with (
+        pytest.raises(KeyboardInterrupt),
+        worker_processes(train_until_interrupted, (str(folder),), 2),
+    ):
+        import time
+
+        started = time.monotonic()  # wait until both workers are working (spawned: they import)
+        while len(list(folder.iterdir())) < 2 and time.monotonic() - started < 120:
+            time.sleep(0.2)
+        raise KeyboardInterrupt
+    assert sorted(p.read_text() for p in folder.iterdir()) == ["interrupted"] * 2
