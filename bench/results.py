@@ -6,9 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -19,7 +17,7 @@ from bench.hparams import TrainConfig
 from bench.spec import RunSpec
 from bench.tracked import train_tracked
 from bench.tracking import cpu_name
-from bench.train import EpochLines, TrainResult
+from bench.training import EpochLines, TrainResult
 
 TABLE_COLUMNS = [
     "approach",
@@ -130,7 +128,11 @@ def train_and_record(
 
 
 def write_table(out: Path) -> pd.DataFrame:
-    """Collect ``out/*.json`` into ``results.csv`` and a Markdown ``results.md``."""
+    """Collect ``out/*.json`` into ``results.csv`` and a Markdown ``results.md``: the table under
+    a reproduction summary that takes the sources' figures and the targets from ``out/targets.json``
+    where there is one (:mod:`bench.report.reproduction`)."""
+    from bench.report.reproduction import read_targets, summary_lines
+
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*-seed*.json"))]
     if not records:
         raise FileNotFoundError(f"no results in {out}")
@@ -152,81 +154,6 @@ def write_table(out: Path) -> pd.DataFrame:
     )
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in shown.itertuples(index=False)]
-    summary = summary_lines(records)
+    summary = summary_lines(records, read_targets(out))
     (out / "results.md").write_text("\n".join([*summary, "", *lines]) + "\n")
     return frame
-
-
-# what each source reports (source 000: its logs' last epoch, 101 or 100 of 104): metric, value,
-# the number of images it was measured on
-SOURCE_FIGURES = {
-    "multihead": ("test_seq_acc", 101 / 104, 104),
-    "poolfree": ("test_seq_acc", 100 / 104, 104),
-    "crnn-resnet": ("test_seq_acc", 101 / 104, 104),
-    "crnn": ("test_cer", 0.0024, 250),
-    "crnn-modified": ("test_cer", 0.0575, 174),
-    "ce-crnn": ("test_cer", 0.0081, 222),
-}
-# what a reproduction is held to (mean over seeds), per approach and dataset
-TARGETS = {
-    ("crnn", "captcha-v2"): ("test_seq_acc", 0.98),
-    ("ce-crnn", "captcha-v2"): ("test_seq_acc", 0.97),
-    ("multihead", "captcha-v2"): ("test_seq_acc", 0.96),
-    ("poolfree", "captcha-v2"): ("test_seq_acc", 0.95),
-    ("crnn-resnet", "captcha-v2"): ("test_seq_acc", 0.95),
-    ("crnn-modified", "captcha-v2"): ("test_cer", 0.06),
-    ("crnn-gru", "captcha-v2"): ("test_seq_acc", 0.90),
-    ("lstm-columns", "synthetic:digits4"): ("test_seq_acc", 0.95),
-}
-NAMES = {"test_seq_acc": "seq acc", "test_cer": "CER"}
-MIN_SEEDS = 3  # a verdict stands on this many training seeds
-
-
-def summary_lines(records: list[dict[str, Any]]) -> list[str]:
-    """Per approach, dataset and split: the mean over seeds with a 95% bootstrap interval (test
-    images resampled within seeds, where the records hold their predictions), the source's
-    figure with its Wilson interval, the target and a verdict: reproduced (target met), inside
-    the source's interval, or below."""
-    from scipy.stats import binomtest
-
-    from bench.report.stats import bootstrap_mean
-
-    lines = [
-        "| approach | dataset | split | seeds | test seq acc (95% CI) | test CER | source "
-        "reports (95% CI) | target | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for record in records:
-        key = (record["approach"], record["dataset"], record.get("split", "benchmark"))
-        groups.setdefault(key, []).append(record)
-    for (approach, dataset, split), group in groups.items():
-        means = {m: float(np.mean([r[m] for r in group])) for m in NAMES}
-        shown = f"{means['test_seq_acc']:.2%}"
-        if all("predictions" in r for r in group):
-            correct = [[float(p["correct"]) for p in r["predictions"]] for r in group]
-            _, low, high = bootstrap_mean(correct, outcomes=True)
-            shown += f" ({low:.2%} to {high:.2%})"
-        source, source_ci = "-", None
-        if approach in SOURCE_FIGURES:
-            metric, value, n = SOURCE_FIGURES[approach]
-            source_ci = metric, binomtest(round(value * n), n).proportion_ci(method="wilson")
-            source = f"{NAMES[metric]} {value:.2%} of {n} ({source_ci[1].low:.2%} to "
-            source += f"{source_ci[1].high:.2%})"
-        goal, verdict = "-", "-"
-        if (approach, dataset) in TARGETS:
-            metric, target = TARGETS[approach, dataset]
-            higher = metric == "test_seq_acc"
-            goal = f"{NAMES[metric]} {'>=' if higher else '<='} {target:.0%}"
-            met = means[metric] >= target if higher else means[metric] <= target
-            inside = source_ci and source_ci[1].low <= means[source_ci[0]] <= source_ci[1].high
-            verdict = "reproduced" if met else "inside the source's interval" if inside else "below"
-            if len(group) < MIN_SEEDS:
-                verdict += (
-                    f" ({len(group)} seed{'s' if len(group) > 1 else ''}; {MIN_SEEDS} needed)"
-                )
-        lines.append(
-            f"| {approach} | {dataset} | {split} | {len(group)} | {shown} | "
-            f"{means['test_cer']:.2%} | {source} | {goal} | {verdict} |"
-        )
-    return lines

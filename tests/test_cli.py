@@ -313,32 +313,67 @@ def test_ablation_interval_draws_seeds_then_images():
     assert row.acc_low < 0.1 and row.acc_high > 0.6
 
 
+def reproduction_record(approach, seed, correct, cer, dataset="captcha-v2"):
+    return {
+        "approach": approach,
+        "dataset": dataset,
+        "split": "source",
+        "seed": seed,
+        "test_seq_acc": sum(correct) / len(correct),
+        "test_cer": cer,
+        "predictions": [{"correct": c} for c in correct],
+    }
+
+
 def test_reproduction_summary_gives_intervals_source_figures_and_verdicts():
-    from bench.results import summary_lines
+    """The sources' figures and the targets come from the checked-in targets.json beside the
+    reproduction's results."""
+    from bench.report.reproduction import read_targets, summary_lines
 
-    def record(approach, seed, correct, cer):
-        return {
-            "approach": approach,
-            "dataset": "captcha-v2",
-            "split": "source",
-            "seed": seed,
-            "test_seq_acc": sum(correct) / len(correct),
-            "test_cer": cer,
-            "predictions": [{"correct": c} for c in correct],
-        }
-
+    targets = read_targets(REPO / "reports" / "reproduction")
     records = [
-        record("crnn", 0, [1] * 99 + [0], 0.002),
-        record("crnn", 1, [1] * 98 + [0] * 2, 0.004),
-        record("multihead", 0, [1] * 95 + [0] * 5, 0.01),
-        record("poolfree", 0, [1] * 80 + [0] * 20, 0.05),
+        reproduction_record("crnn", 0, [1] * 99 + [0], 0.002),
+        reproduction_record("crnn", 1, [1] * 98 + [0] * 2, 0.004),
+        reproduction_record("multihead", 0, [1] * 95 + [0] * 5, 0.01),
+        reproduction_record("poolfree", 0, [1] * 80 + [0] * 20, 0.05),
     ]
-    rows = {line.split(" | ")[0].strip("| "): line for line in summary_lines(records)[2:]}
+    rows = {line.split(" | ")[0].strip("| "): line for line in summary_lines(records, targets)[2:]}
     assert "| 2 | 98.50% (" in rows["crnn"]
     assert rows["crnn"].endswith("| reproduced (2 seeds; 3 needed) |")
     assert "CER 0.24% of 250 (" in rows["crnn"]
     assert "| inside the source's interval (1 seed" in rows["multihead"]  # 95% in 91.9-99.0%
     assert "| below (1 seed" in rows["poolfree"]
+    assert "seq acc 96.15% of 104 (90.53% to 98.49%) | seq acc >= 95% |" in rows["poolfree"]
+
+
+def test_reproduction_summary_reads_the_targets_beside_the_results(tmp_path):
+    """write_table takes targets.json from the folder it collects; without one the source,
+    target and verdict columns are "-"; a target of a metric the file does not name is refused."""
+    from bench.report.reproduction import read_targets, summary_lines
+    from bench.results import write_table
+
+    records = [reproduction_record("crnn", s, [1] * 99 + [0], 0.002) for s in range(3)]
+    (line,) = summary_lines(records, None)[2:]
+    assert line.endswith("| 0.20% | - | - | - |")
+    for record in records:
+        (tmp_path / f"crnn-captcha-v2-seed{record['seed']}.json").write_text(json.dumps(record))
+    write_table(tmp_path)
+    assert "| 0.20% | - | - | - |" in (tmp_path / "results.md").read_text()
+    targets = {
+        "min_seeds": 3,
+        "metrics": {"test_seq_acc": {"name": "seq acc", "higher_is_better": True}},
+        "source_figures": {},
+        "targets": [
+            {"approach": "crnn", "dataset": "captcha-v2", "metric": "test_seq_acc", "value": 0.999}
+        ],
+    }
+    (tmp_path / "targets.json").write_text(json.dumps(targets))
+    write_table(tmp_path)
+    assert "| 0.20% | - | seq acc >= 100% | below |" in (tmp_path / "results.md").read_text()
+    targets["targets"][0]["metric"] = "test_cer"
+    (tmp_path / "targets.json").write_text(json.dumps(targets))
+    with pytest.raises(ValueError, match="metric 'test_cer' is not one of its metrics"):
+        read_targets(tmp_path)
 
 
 def test_results_table_takes_records_that_predate_new_columns(tmp_path):
