@@ -113,8 +113,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     spec = spec_from(args, args.approach, dataset, overrides, args.seed, fold=args.fold)
     preflight(out_file=args.out)
-    from bench.tracked import train_tracked
-    from bench.train import EpochLines
+    from bench.tracking.record import train_tracked
+    from bench.training import EpochLines
 
     result, run_id = train_tracked(
         spec,
@@ -228,7 +228,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from bench.recognizer import load_recognizer, read_images
+    from bench.recognizer import read_images
+    from bench.tracking.models import load_recognizer
 
     for path in args.images:  # before loading the model
         if not path.is_file():
@@ -417,22 +418,14 @@ def cmd_perf(args: argparse.Namespace) -> None:
         write(frame, args.out)
         print(f"written to {args.out}")
     if args.mlflow:
-        import mlflow
+        from bench.tracking import log_perf
 
-        from bench.tracking import environment, use_experiment
-
-        use_experiment("perf")
-        with mlflow.start_run(run_name=f"perf {args.device} {dataset.name}"):
-            mlflow.log_params({**environment(), "dataset": dataset.name, "steps": args.steps})
-            for row in frame.to_dict("records"):
-                mlflow.log_metrics(
-                    {
-                        f"{row['approach']}.{k}": float(v)
-                        for k, v in row.items()
-                        if isinstance(v, int | float)
-                    }
-                )
-            mlflow.log_text(frame.to_csv(index=False), "perf.csv")
+        figures = {
+            row["approach"]: {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
+            for row in frame.to_dict("records")
+        }
+        params = {"dataset": dataset.name, "steps": args.steps}
+        log_perf(f"perf {args.device} {dataset.name}", params, figures, frame, "perf")
 
 
 def cmd_ui(args: argparse.Namespace) -> None:

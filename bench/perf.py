@@ -6,8 +6,8 @@ with inputs pre-staged on the device (pure compute; pipeline efficiency = real /
 loop in the sources' style (a ``Dataset`` that opens, converts and resizes each image with PIL for
 every item, through a ``DataLoader``), one real epoch's wall time, single-image latency, peak
 memory, and achieved FLOP/s against a matrix-multiply peak measured on the same device. On CUDA
-also the step captured as CUDA graphs (:mod:`bench.graphs`) against the eager one, and aggregate
-training throughput with 1, 2, 4, 8 processes on the device (the many-trials-per-GPU case).
+also the step captured as CUDA graphs (:mod:`bench.training.graphs`) against the eager one, and
+aggregate training throughput with 1, 2, 4, 8 processes on the device (many trials per GPU).
 """
 
 from __future__ import annotations
@@ -25,14 +25,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from bench import graphs
 from bench.allocator import malloc_mode
 from bench.data import Dataset, load_dataset
 from bench.data.store import MODES
-from bench.graphs import WARMUP_STEPS, StaticStep
 from bench.options import graph_blocker
 from bench.spec import RunSpec
-from bench.train import EVAL_BATCH, Trainer, prepare, seed_everything
+from bench.training import EVAL_BATCH, Trainer, build_trainer, graphs
+from bench.training.graphs import WARMUP_STEPS
 
 TRAIN_FLOPS_FACTOR = 3  # backward costs about twice the forward pass
 CUDA_ROUNDS = 5
@@ -123,8 +122,7 @@ def measure(
     peak: float | None = None,
 ) -> dict[str, Any]:
     """Every figure of one approach (see the module docstring)."""
-    seed_everything(0)
-    run = prepare(spec, dataset)
+    run = build_trainer(spec, dataset, step="eager")
     dev, model = run.device, run.model
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -173,13 +171,14 @@ def measure(
 
     graph_s = float("nan")  # the same steps captured as CUDA graphs
     if graphs.CAPTURE.captures(dev) and graph_blocker(spec.hparams, spec.compile) is None:
-        run.static = StaticStep(run, capture=True)
+        run.use_static_step(capture=True)
         graph_s = timed(
             dev, steps, lambda i: run.train_step(batches[i % len(batches)]), WARMUP_STEPS + 1
         )
         if not run.static.graphs:  # the capture failed: it said why, and trained eagerly
             graph_s = float("nan")
-    run.static = run.static if spec.graphs else None  # the epoch below runs as the spec trains
+    if not spec.graphs:
+        run.use_eager_step()  # the epoch below runs as the spec trains
     step_s = graph_s if spec.graphs else train_s["real"]
 
     eval_idx = run.split.test.to(dev)[: min(EVAL_BATCH, len(run.split.test))]
@@ -239,7 +238,7 @@ def step_memory_mb(spec: RunSpec, dataset: Dataset, steps: int = 3) -> float:
     more worker process needs besides its CUDA context."""
     dev = torch.device(spec.device)
     torch.cuda.reset_peak_memory_stats(dev)
-    run = prepare(spec, dataset)
+    run = build_trainer(spec, dataset, step="eager")
     idx = run.split.train[: run.batch_size].to(dev)
     for _ in range(steps):
         run.train_step(idx)
@@ -255,10 +254,7 @@ def _timed_worker(
     """One of several processes training ``spec`` at once: img/s of ``steps`` steps, timed from a
     barrier that all of them pass together."""
     dataset = load_dataset(spec.dataset, data_dir=data_dir, split_seed=spec.split_seed)
-    seed_everything(0)
-    run = prepare(spec, dataset)
-    if spec.graphs:
-        run.static = StaticStep(run, capture=True)
+    run = build_trainer(spec, dataset)
     idx = run.split.train[: run.batch_size].to(run.device)
     for _ in range(WARMUP_STEPS + 2):  # warm-up (and capture)
         run.train_step(idx)

@@ -15,8 +15,8 @@ from bench.config import cache_dir
 from bench.data import Dataset
 from bench.hparams import TrainConfig
 from bench.spec import RunSpec
-from bench.tracked import train_tracked
 from bench.tracking import cpu_name
+from bench.tracking.record import train_tracked
 from bench.training import EpochLines, TrainResult
 
 TABLE_COLUMNS = [

@@ -26,9 +26,12 @@ RUN_MODULES = (
     "bench.codecs",
     "bench.data.augment",
     "bench.data.store",
-    "bench.graphs",
     "bench.hparams",
-    "bench.train",
+    "bench.training.batching",
+    "bench.training.graphs",
+    "bench.training.loop",
+    "bench.training.optim",
+    "bench.training.trainer",
 )
 
 
@@ -50,7 +53,7 @@ class RunSpec:
     precision: str
     fold: int = 0  # with split=kfold: the fold tested (0 .. folds-1); else 0
     compile: bool = False
-    graphs: bool = False  # the training step is captured as CUDA graphs (bench.graphs)
+    graphs: bool = False  # the training step is captured as CUDA graphs
     skip_bad: bool = False
     code: str = ""  # digest of the code that defines the run (see code_digest)
 

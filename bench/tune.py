@@ -17,16 +17,13 @@ import contextlib
 import hashlib
 import math
 import os
-import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import mlflow
 import optuna
-from mlflow.tracking.context.registry import resolve_tags
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
@@ -44,9 +41,10 @@ from bench.study import (
     trial_key,
     worker_processes,
 )
-from bench.tracked import train_tracked
-from bench.tracking import metric_name, use_experiment
-from bench.train import EpochLines, NonFiniteLossError
+from bench.tracking.record import train_tracked
+from bench.tracking.runs import active_run_id
+from bench.tracking.studies import study_run, summarize_study_run
+from bench.training import EpochLines, NonFiniteLossError
 
 __all__ = [
     "OBJECTIVE",
@@ -191,50 +189,24 @@ def create_study(cfg: TuneConfig) -> optuna.Study:
 
 def parent_run(cfg: TuneConfig) -> str:
     """The study's MLflow run (found by tag, created once); trials nest under it."""
-    experiment_id = use_experiment(cfg.experiment or cfg.dataset)
-    client = mlflow.MlflowClient()
-    found = client.search_runs(
-        [experiment_id],
-        f"tags.optuna_study = '{cfg.study}'",
-        max_results=1,
-        order_by=["attributes.start_time ASC"],
-    )
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(
-        experiment_id,
-        run_name=f"tune {cfg.approach} {cfg.dataset}",
-        # MLflow's context tags (user, source, git commit), as a fluent run gets them
-        tags=resolve_tags(
-            {
-                "optuna_study": cfg.study,
-                "approach": cfg.approach,
-                "source": get_approach(cfg.approach).source,
-                "dataset": cfg.dataset,
-                "suite": cfg.suite,
-                "kind": "study",
-            }
-        ),
-    )
-    client.log_batch(
-        run.info.run_id,
-        params=[
-            mlflow.entities.Param(k, str(v))
-            for k, v in {
-                "approach": cfg.approach,
-                "dataset": cfg.dataset,
-                "trials": cfg.trials,
-                "pruner": cfg.pruner,
-                "trial_epochs": cfg.epochs,
-                "sampler": cfg.sampler,
-                "study": cfg.study,
-                "storage": re.sub(r"//[^@/]*@", "//***@", cfg.storage),
-                **{f"fixed.{k}": v for k, v in cfg.overrides.items()},
-            }.items()
-        ],
-    )
-    client.log_metric(run.info.run_id, metric_name("trial_epochs"), cfg.epochs)  # for the report
-    return run.info.run_id
+    tags = {
+        "approach": cfg.approach,
+        "source": get_approach(cfg.approach).source,
+        "dataset": cfg.dataset,
+        "suite": cfg.suite,
+    }
+    params = {
+        "approach": cfg.approach,
+        "dataset": cfg.dataset,
+        "trials": cfg.trials,
+        "pruner": cfg.pruner,
+        "trial_epochs": cfg.epochs,
+        "sampler": cfg.sampler,
+        "study": cfg.study,
+        "storage": cfg.storage,
+        **{f"fixed.{k}": v for k, v in cfg.overrides.items()},
+    }
+    return study_run(cfg.experiment or cfg.dataset, cfg.study, tags, params)
 
 
 def rounded(params: dict[str, Any]) -> dict[str, Any]:
@@ -244,11 +216,10 @@ def rounded(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
-    """Best value and parameters (as tags: they change while a study goes on) and the counts;
-    the run ends with ``status`` unless that is RUNNING (others still work on the study)."""
-    client = mlflow.MlflowClient()
-    counts = trial_counts(study)
-    metrics = {f"n_{k}": v for k, v in counts.items() if k != "running"}
+    """Best value and parameters and the counts on the study's run (see
+    :func:`~bench.tracking.studies.summarize_study_run`)."""
+    metrics = {f"n_{k}": v for k, v in trial_counts(study).items() if k != "running"}
+    tags: dict[str, Any] = {}
     best = None
     with contextlib.suppress(ValueError):  # no completed trial yet
         best = study.best_trial
@@ -261,13 +232,11 @@ def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
                 if k in best.user_attrs
             }
         )
-        client.set_tag(run_id, "best_trial", best.number)
-        for key, value in rounded(best.params).items():
-            client.set_tag(run_id, f"best.{key}", value)
-    for key, value in metrics.items():
-        client.log_metric(run_id, metric_name(key), value)
-    if status != "RUNNING":
-        client.set_terminated(run_id, status)
+        tags = {
+            "best_trial": best.number,
+            **{f"best.{k}": v for k, v in rounded(best.params).items()},
+        }
+    summarize_study_run(run_id, metrics, tags, status)
 
 
 def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tuple = ()) -> float:
@@ -295,7 +264,7 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
         """The trial names its MLflow run (the run names the trial in its tags); a retried
         trial, which inherits the dead one's attributes, names its own."""
         if not linked:
-            linked.append(mlflow.active_run().info.run_id)
+            linked.append(active_run_id())
             trial.set_user_attr("mlflow_run_id", linked[0])
 
     with claimed(trial):

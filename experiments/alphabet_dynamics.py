@@ -36,7 +36,7 @@ from torch import nn
 
 from bench.data import load_dataset
 from bench.spec import make_spec
-from bench.train import Trainer, prepare, seed_everything
+from bench.training import Trainer, build_trainer, seed_everything
 
 VARIANTS = ("dataset", "alnum", "alnum-masked")
 # the value the unused classes' logits are held at. Their share of the probability at
@@ -69,7 +69,7 @@ def train_and_measure(dataset, variant: str, seed: int, epochs: int, grad_clip: 
     alphabet, _, change = variant.partition("-")  # e.g. alnum-held: 37 classes, unused held at 0
     # no clipping is a threshold never reached, so that every step's norm is still recorded
     hparams = {"alphabet": alphabet, "grad_clip": grad_clip or 1e9}
-    run = prepare(make_spec("crnn", dataset, hparams, seed=seed), dataset)
+    run = build_trainer(make_spec("crnn", dataset, hparams, seed=seed), dataset)
     used = set(dataset.source.charset)
     unused = torch.tensor([False] + [c not in used for c in run.codec.charset])
     groups = groups_of(run)

@@ -171,10 +171,12 @@ def bench_run(args: argparse.Namespace, files: list[str]):
     against the one this loop trains on)."""
     from bench.data import load_dataset
     from bench.spec import make_spec
-    from bench.train import prepare
+    from bench.training import build_trainer
 
     dataset = load_dataset(f"folder:{args.data_dir}", split_seed=args.split_seed)
-    run = prepare(make_spec(args.model, dataset, {"split": "source"}, seed=args.seed), dataset)
+    run = build_trainer(
+        make_spec(args.model, dataset, {"split": "source"}, seed=args.seed), dataset
+    )
     if [run.store.files[i] for i in run.split.train.tolist()] != files:
         raise SystemExit("bench's source split differs from this loop's: nothing to swap into")
     return run

@@ -19,7 +19,7 @@ import torch
 
 from bench.data import load_dataset
 from bench.spec import make_spec
-from bench.train import prepare, seed_everything
+from bench.training import build_trainer, seed_everything
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
 
     seed_everything(args.seed)
     dataset = load_dataset(args.dataset)
-    run = prepare(make_spec(args.approach, dataset, {"split": "source"}), dataset)
+    run = build_trainer(make_spec(args.approach, dataset, {"split": "source"}), dataset)
     twin = copy.deepcopy(run)  # model, optimizer and the rest, sharing nothing
     start = copy.deepcopy(run.model.state_dict())
     run.model.train(), twin.model.train()

@@ -179,11 +179,11 @@ def test_source_001_training_steps_are_the_reference_loops_steps(name, captcha_v
 
     from bench.data import load_dataset
     from bench.spec import make_spec
-    from bench.train import prepare
+    from bench.training import build_trainer
 
     reference = load_experiment("reference_001")
     dataset = load_dataset("captcha-v2")
-    run = prepare(make_spec(name, dataset, {"split": "source"}), dataset)
+    run = build_trainer(make_spec(name, dataset, {"split": "source"}), dataset)
     build, width, batch_size, lr, _ = reference.RECIPES[name]
     theirs = build(37)
     theirs.load_state_dict(

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bench.data import load_dataset
-from bench.train import Trainer
+from bench.training import Trainer
 from tests.conftest import fit
 from tests.experiments import load_experiment
 from tests.test_train import FAST, TINY

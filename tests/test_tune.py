@@ -4,7 +4,7 @@ import pytest
 from optuna.trial import TrialState
 
 import bench.approaches.registry as registry
-import bench.tracked as tracked_module
+import bench.tracking.record as tracked_module
 import bench.tune as tune_module
 from bench.approaches import get_approach
 from bench.tune import TuneConfig, counted, study_report, tune

@@ -20,12 +20,12 @@ import pandas as pd
 import torch
 
 from bench.data import load_dataset
-from bench.graphs import WARMUP_STEPS, StaticStep
 from bench.hparams import format_duration
 from bench.options import RunOptions
 from bench.spec import RunSpec, make_spec
 from bench.suite.schema import Suite
-from bench.train import prepare, seed_everything
+from bench.training import build_trainer
+from bench.training.graphs import WARMUP_STEPS
 
 PROBE_STEPS = 5  # timed training steps per approach (their median), after the warm-up
 TRACKING_S = 2.0  # per run: MLflow params, figures and predictions (measured on the 2-core CPU)
@@ -85,10 +85,7 @@ class Plan:
 def probe(spec: RunSpec, dataset: Any, steps: int = PROBE_STEPS) -> Probe:
     """Time ``steps`` training steps (after warm-up, and capture where ``spec.graphs``) and one
     validation and test pass of ``spec``'s trainer."""
-    seed_everything(spec.seed)
-    trainer = prepare(spec, dataset)
-    if spec.graphs:
-        trainer.static = StaticStep(trainer, capture=True)
+    trainer = build_trainer(spec, dataset)
     idx = trainer.split.train[: trainer.batch_size].to(trainer.device)
     for _ in range(WARMUP_STEPS + 1 if spec.graphs else 1):
         trainer.train_step(idx)

@@ -36,8 +36,8 @@ from bench.study import (
     worker_processes,
 )
 from bench.suite.schema import Suite
-from bench.tracked import train_tracked
-from bench.train import EpochLines
+from bench.tracking.record import train_tracked
+from bench.training import EpochLines
 from bench.tune import TuneConfig, create_study, rounded, work
 
 
