@@ -17,7 +17,7 @@ from bench.hparams import TrainConfig
 from bench.spec import RunSpec
 from bench.tracked import train_tracked
 from bench.tracking import cpu_name
-from bench.training import EpochLines, TrainResult
+from bench.train import EpochLines, TrainResult
 
 TABLE_COLUMNS = [
     "approach",
