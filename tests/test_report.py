@@ -151,9 +151,9 @@ def test_every_section_is_present(report):
     assert report.count("<svg") + report.count(f'<p class="note">{figures.NOTHING_READ}</p>') >= 6
     assert "data:image/png;base64," in report  # the misread gallery, embedded
     assert "Every approach had the same tuning budget: 3 trials of 1 epoch," in report
-    # every run carries the suite tag "unit": the suite's commands rebuild the page
-    assert "<code>python -m bench run --suite unit</code>" in report
-    assert "<code>python -m bench report --suite unit --out " in report
+    # every run carries the suite tag "unit": the suite's commands rebuild the page, ablations too
+    assert f"<code>python -m bench run --suite unit --ablations {ABLATIONS}</code>" in report
+    assert f"<code>python -m bench report --suite unit --ablations {ABLATIONS} --out " in report
 
 
 def test_sections_are_numbered_in_order_without_gaps(report, store, monkeypatch, tmp_path):
@@ -264,10 +264,17 @@ def test_building_leaves_no_temporary_files(store, monkeypatch, tmp_path):
 
 
 def test_no_ablations_no_section(store, monkeypatch, tmp_path):
+    """Only a folder of tables given with --ablations adds the section: `bench report` without
+    it has none, even run beside the checked-in reports/ablations; nor has a folder of none."""
+    from bench.cli import main
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store[0])
-    for folder in (None, tmp_path / "none"):
-        html = build_report(tmp_path / "r.html", [HOSTILE_EXPERIMENT], ablations=folder)
-        assert "What matters" not in html.read_text()
+    monkeypatch.chdir(ABLATIONS.parents[1])
+    page = tmp_path / "cli.html"
+    assert main(["report", "--experiment", HOSTILE_EXPERIMENT, "--out", str(page)]) == 0
+    assert "What matters" not in page.read_text()
+    html = build_report(tmp_path / "r.html", [HOSTILE_EXPERIMENT], ablations=tmp_path / "none")
+    assert "What matters" not in html.read_text()
 
 
 def test_no_tuning_is_a_note(tmp_path, monkeypatch):
@@ -464,6 +471,12 @@ def test_rebuild_commands():
     assert rebuild_commands(shared, built) == [
         "python -m bench run --suite quick",
         "python -m bench report --suite quick --out reports/quick/index.html",
+    ]
+    built = [*built[:3], "--ablations", "reports/ablations", *built[3:]]
+    assert rebuild_commands(shared, built) == [
+        "python -m bench run --suite quick --ablations reports/ablations",
+        "python -m bench report --suite quick --ablations reports/ablations --out "
+        "reports/quick/index.html",
     ]
     mixed = pd.DataFrame({"tags.suite": ["quick", ""]})
     built = ["report", "--experiment", "a b", "--out", "x.html"]

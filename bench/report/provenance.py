@@ -91,14 +91,18 @@ def training_setup(runs: pd.DataFrame) -> dict[str, Any]:
 
 def rebuild_commands(runs: pd.DataFrame, built_with: list[str]) -> list[str]:
     """The commands that rebuild the page: with one suite tag on every run, the suite's run then
-    its report; otherwise the report command this page was built with."""
+    its report (each with the page's ``--ablations``, if any); otherwise the report command this
+    page was built with (:func:`report_arguments`)."""
     suites = runs.get("tags.suite", pd.Series(None, index=runs.index)).fillna("").astype(str)
     if suites.nunique() == 1 and suites.iloc[0]:
         suite = shlex.quote(suites.iloc[0])
-        out = built_with[built_with.index("--out") :]
+        out = built_with.index("--out")
+        given = out >= 2 and built_with[out - 2] == "--ablations"  # just before --out
+        ablations = built_with[out - 2 : out] if given else []
+        tail = [*ablations, *built_with[out:]]
         return [
-            f"python -m bench run --suite {suite}",
-            " ".join(["python -m bench report --suite", suite, *map(shlex.quote, out)]),
+            " ".join(["python -m bench run --suite", suite, *map(shlex.quote, ablations)]),
+            " ".join(["python -m bench report --suite", suite, *map(shlex.quote, tail)]),
         ]
     return [" ".join(shlex.quote(a) for a in ["python", "-m", "bench", *built_with])]
 
