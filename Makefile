@@ -1,4 +1,5 @@
-# captcha-bench: `make bench` runs the comparison, `make test` the tests; both set up .venv first.
+# captcha-bench: `make bench` runs the comparison, `make test` the tests, `make docs` the site;
+# each sets up .venv first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUITE ?=
@@ -11,12 +12,12 @@ EPOCHS ?=
 STORAGE ?=
 WORKERS ?= 1
 
-.PHONY: bench worker test lint format list ui dashboard tune clean gpu-check
+.PHONY: bench worker test docs lint format list ui dashboard tune clean gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,docs]'
 	touch $@
 
 # The main job: suites of experiments/ (default with CUDA: leaderboard and leaderboard-tuned, into
@@ -34,6 +35,10 @@ worker: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check bench tests
 	$(PY) -m pytest -q -rs --durations=15
+
+# The documentation site (mkdocs.yml, docs/, reports/*/README.md) into site/; a broken link fails it
+docs: $(VENV)/.installed
+	$(PY) -m mkdocs build --strict --site-dir site
 
 # MLflow's UI on the runs, opened in its training view (the link is printed first)
 ui: $(VENV)/.installed
@@ -65,4 +70,4 @@ gpu-check:
 	PYTHON=$(PYTHON) .ci/gpu-check $(OUT)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

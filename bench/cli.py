@@ -31,7 +31,6 @@ from bench.options import (
 # argument errors answer without them
 
 APPROACH_HELP = "an approach name (`python -m bench list` shows them)"
-ABLATIONS = Path("reports/ablations")  # the checked-in ablation tables
 
 # errors caused by what the user asked for: printed as one line, not a traceback
 USER_ERRORS = (DataError, LabelError, KeyError, ValueError, NonFiniteLossError, ReportError)
@@ -311,7 +310,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             experiments=list(dict.fromkeys(suite.experiment for suite in suites)),
             suite=suites[0].name if len(suites) == 1 else None,
             optuna_storage=storage,
-            ablations=ABLATIONS,
+            ablations=args.ablations,
         )
         for suite in suites:
             print(f"suite {suite.name}:\n{summary_table(suite).to_string(index=False)}")
@@ -765,6 +764,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="report file (default reports/SUITE/index.html)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (log lines only)")
     p.add_argument(
+        "--ablations",
+        type=Path,
+        help="folder of `ablate` outputs (e.g. reports/ablations) for a 'What matters' section "
+        "in the report (default: none)",
+    )
+    p.add_argument(
         "--plan",
         action="store_true",
         help="list the suite's units, epochs and steps and estimate its wall time on this "
@@ -838,8 +843,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ablations",
         type=Path,
-        default=ABLATIONS,
-        help=f"folder of `ablate` outputs for the 'What matters' section (default {ABLATIONS})",
+        help="folder of `ablate` outputs (e.g. reports/ablations) for a 'What matters' section "
+        "in the report (default: none)",
     )
     p.set_defaults(func=cmd_report)
 

@@ -91,6 +91,33 @@ def test_search_space_only_suggests_known_hyperparameters():
         approach.resolve(params)
 
 
+def test_shared_search_blocks_suggest_alike_in_every_approach():
+    """lr and weight decay are searched log-uniformly, the shared ranges the same everywhere, and
+    a search space returns what it suggests, in the order it suggests it."""
+    optuna = pytest.importorskip("optuna")
+    from bench.approaches.spaces import GRAD_CLIP, WEIGHT_DECAY
+
+    shared = {
+        "weight_decay": optuna.distributions.FloatDistribution(*WEIGHT_DECAY, log=True),
+        "grad_clip": optuna.distributions.CategoricalDistribution(GRAD_CLIP),
+    }
+    for name in list_approaches():
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+        params = get_approach(name).search_space(trial)
+        assert list(params.items()) == list(trial.params.items()), name
+        assert trial.distributions["lr"].log, name
+        for key, distribution in shared.items():
+            assert trial.distributions.get(key, distribution) == distribution, (name, key)
+
+
+def test_builders_stay_in_their_approach_module():
+    """A run's code digest hashes the module of ``approach.build``: the shared ``builder``
+    wrapper must leave it the approach's own file."""
+    for name in list_approaches():
+        module = get_approach(name).build.__module__
+        assert module == f"bench.approaches.{name.replace('-', '_')}", name
+
+
 def test_registering_twice_or_misplacing_keys_is_refused():
     existing = get_approach("crnn")
     with pytest.raises(ValueError, match="registered twice"):

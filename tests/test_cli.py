@@ -439,6 +439,17 @@ def test_report_takes_several_experiments_at_once():
     assert args.experiment == ["a", "b", "c"]
 
 
+def test_report_and_run_read_ablations_only_when_given():
+    """No folder of ablation tables by default (the report then has no 'What matters' section);
+    `--ablations DIR` names one, for `report` and for `run`'s report."""
+    from bench.cli import build_parser
+
+    parser = build_parser()
+    for command in (["report"], ["run", "--suite", "quick"]):
+        assert parser.parse_args(command).ablations is None
+        assert parser.parse_args([*command, "--ablations", "tables"]).ablations == Path("tables")
+
+
 def test_an_interrupt_is_reported_on_its_own_line(monkeypatch, capsys):
     import bench.cli as cli
 

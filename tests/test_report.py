@@ -17,16 +17,9 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from bench import metrics
 from bench.data import load_dataset
 from bench.metrics import per_image
-from bench.report import ReportError, build_report, figures, load_comparison
-from bench.report.build import (
-    CSV_COLUMNS,
-    best_marks,
-    leaderboard,
-    paired_tests,
-    rebuild_commands,
-    training_setup,
-)
+from bench.report import ReportError, build_report, figures, load_comparison, style
 from bench.report.data import training_seconds
+from bench.report.provenance import rebuild_commands, training_setup
 from bench.report.stats import (
     bootstrap_mean,
     bootstrap_ratio,
@@ -36,6 +29,7 @@ from bench.report.stats import (
     mcnemar_exact,
     pareto_front,
 )
+from bench.report.tables import CSV_COLUMNS, best_marks, leaderboard, paired_tests
 from bench.tracking import log_metrics
 from bench.tune import TuneConfig, tune
 from tests.conftest import fit_tracked, write_images
@@ -157,9 +151,9 @@ def test_every_section_is_present(report):
     assert report.count("<svg") + report.count(f'<p class="note">{figures.NOTHING_READ}</p>') >= 6
     assert "data:image/png;base64," in report  # the misread gallery, embedded
     assert "Every approach had the same tuning budget: 3 trials of 1 epoch," in report
-    # every run carries the suite tag "unit": the suite's commands rebuild the page
-    assert "<code>python -m bench run --suite unit</code>" in report
-    assert "<code>python -m bench report --suite unit --out " in report
+    # every run carries the suite tag "unit": the suite's commands rebuild the page, ablations too
+    assert f"<code>python -m bench run --suite unit --ablations {ABLATIONS}</code>" in report
+    assert f"<code>python -m bench report --suite unit --ablations {ABLATIONS} --out " in report
 
 
 def test_sections_are_numbered_in_order_without_gaps(report, store, monkeypatch, tmp_path):
@@ -270,10 +264,17 @@ def test_building_leaves_no_temporary_files(store, monkeypatch, tmp_path):
 
 
 def test_no_ablations_no_section(store, monkeypatch, tmp_path):
+    """Only a folder of tables given with --ablations adds the section: `bench report` without
+    it has none, even run beside the checked-in reports/ablations; nor has a folder of none."""
+    from bench.cli import main
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store[0])
-    for folder in (None, tmp_path / "none"):
-        html = build_report(tmp_path / "r.html", [HOSTILE_EXPERIMENT], ablations=folder)
-        assert "What matters" not in html.read_text()
+    monkeypatch.chdir(ABLATIONS.parents[1])
+    page = tmp_path / "cli.html"
+    assert main(["report", "--experiment", HOSTILE_EXPERIMENT, "--out", str(page)]) == 0
+    assert "What matters" not in page.read_text()
+    html = build_report(tmp_path / "r.html", [HOSTILE_EXPERIMENT], ablations=tmp_path / "none")
+    assert "What matters" not in html.read_text()
 
 
 def test_no_tuning_is_a_note(tmp_path, monkeypatch):
@@ -471,6 +472,12 @@ def test_rebuild_commands():
         "python -m bench run --suite quick",
         "python -m bench report --suite quick --out reports/quick/index.html",
     ]
+    built = [*built[:3], "--ablations", "reports/ablations", *built[3:]]
+    assert rebuild_commands(shared, built) == [
+        "python -m bench run --suite quick --ablations reports/ablations",
+        "python -m bench report --suite quick --ablations reports/ablations --out "
+        "reports/quick/index.html",
+    ]
     mixed = pd.DataFrame({"tags.suite": ["quick", ""]})
     built = ["report", "--experiment", "a b", "--out", "x.html"]
     assert rebuild_commands(mixed, built) == [
@@ -657,7 +664,7 @@ def test_importances_from_few_trials_carry_a_caveat(fake_report, tmp_path):
 
 
 def registry_names(n: int) -> list[str]:
-    return list(figures.registry_order()[:n])
+    return list(style.registry_order()[:n])
 
 
 def legend_colours(ax) -> dict[str, str]:
@@ -708,9 +715,9 @@ def test_an_approach_keeps_its_colour_in_every_figure():
     for name, build in builders.items():
         full, part = legend_colours(build(everyone)), legend_colours(build(subset))
         for approach in subset:
-            assert part[approach] == full[approach] == figures.approach_colour(approach), name
+            assert part[approach] == full[approach] == style.approach_colour(approach), name
         assert len({full[a] for a in everyone}) == len(everyone), name
-    assert figures.approach_colour(everyone[0]) == to_hex(matplotlib.colormaps["tab10"](0))
+    assert style.approach_colour(everyone[0]) == to_hex(matplotlib.colormaps["tab10"](0))
     # equal FLOPs and an equal time budget: those panels are one line each, not a column of dots
     _, flops, seconds = figures.cost_scatter_figure(table(everyone)).axes
     for ax, text in ((flops, "FLOPs per image: 1,000,000"), (seconds, "training time (s): 60")):
@@ -738,9 +745,9 @@ def test_axes_in_percent_integers_and_readable_logs():
     best = next(line for line in ax.get_lines() if line.get_label() == "best so far")
     assert list(best.get_ydata()) == [0.5, 0.3, 0.3]  # a running minimum of the CER
     # log axes: a few plain labels, none overlapping
-    assert figures.log_ticks(1e3, 1e9) == [1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9][::2]
-    assert figures.log_ticks(0.05, 3.5) == [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
-    assert len(figures.log_ticks(0.31, 0.38)) >= 2
+    assert style.log_ticks(1e3, 1e9) == [1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9][::2]
+    assert style.log_ticks(0.05, 3.5) == [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+    assert len(style.log_ticks(0.31, 0.38)) >= 2
     table = pd.DataFrame(
         {
             "approach": ["p", "q", "r", "s"],

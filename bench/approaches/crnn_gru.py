@@ -4,50 +4,32 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.approaches.layers import Recurrent, SequenceHead, conv, output_shape
+from bench.approaches.layers import Io, Recurrent, builder, conv, sequence_classifier, step_size
 from bench.approaches.registry import Approach, register
+from bench.approaches.spaces import space
 
 
-def build(
-    num_classes: int,
-    max_len: int,
-    channels: int,
-    height: int,
-    width: int,
-    *,
-    seq_hidden: int,
-    hidden: int,
-    dropout: float,
-    rnn_dropout: float,
-) -> nn.Module:
+@builder
+def build(io: Io, *, seq_hidden: int, hidden: int, dropout: float, rnn_dropout: float) -> nn.Module:
     convs = nn.Sequential(  # 3x75x300 -> 64x18x75
-        conv(channels, 128),
+        conv(io.channels, 128),
         nn.ReLU(),
         nn.MaxPool2d(2),
         conv(128, 64),
         nn.ReLU(),
         nn.MaxPool2d(2),
     )
-    _, c, h, _ = output_shape(convs, channels, height, width)
+    column = step_size(convs, io)
     gru = Recurrent("gru", seq_hidden, hidden, layers=2, dropout=rnn_dropout)
-    sequence = nn.Sequential(
-        nn.Linear(c * h, seq_hidden),
+    return sequence_classifier(
+        convs,
+        io,
+        nn.Linear(column, seq_hidden),
         nn.ReLU(),
         nn.Dropout(dropout),
         gru,
-        nn.Linear(gru.out_features, num_classes),
+        size=gru.out_features,
     )
-    return SequenceHead(convs, sequence)
-
-
-def search_space(trial) -> dict:
-    return {
-        "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", [8, 16, 32]),
-        "seq_hidden": trial.suggest_categorical("seq_hidden", [64, 128]),
-        "hidden": trial.suggest_categorical("hidden", [32, 64, 128]),
-        "dropout": trial.suggest_float("dropout", 0.0, 0.4),
-    }
 
 
 register(
@@ -57,6 +39,7 @@ register(
         codec="ctc",
         summary="source 002: conv-pool x2, Linear(1152, 64), 2-layer BiGRU(32), CTC",
         build=build,
+        model=dict(seq_hidden=64, hidden=32, dropout=0.2, rnn_dropout=0.25),
         train=dict(
             channels=3,
             height=75,
@@ -72,7 +55,12 @@ register(
             plateau_factor=0.8,
             plateau_patience=5,
         ),
-        model=dict(seq_hidden=64, hidden=32, dropout=0.2, rnn_dropout=0.25),
-        search_space=search_space,
+        search_space=space(
+            lr=(1e-4, 3e-3),
+            batch_size=[8, 16, 32],
+            seq_hidden=[64, 128],
+            hidden=[32, 64, 128],
+            dropout=(0.0, 0.4),
+        ),
     )
 )

@@ -2,15 +2,63 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import timm
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class Io:
+    """What a model is built for: images of ``channels`` x ``height`` x ``width`` in, logits over
+    ``num_classes`` per step out, for labels of up to ``max_len`` characters."""
+
+    num_classes: int
+    max_len: int
+    channels: int
+    height: int
+    width: int
+
+
+def builder(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """``build(io, **model_hp)`` as the registry calls a builder: ``(num_classes, max_len,
+    channels, height, width, **model_hp)``. The result keeps ``build``'s name and module (the
+    module's code is part of a run's code digest)."""
+
+    @functools.wraps(build)
+    def registered(
+        num_classes: int, max_len: int, channels: int, height: int, width: int, **model_hp
+    ) -> nn.Module:
+        return build(Io(num_classes, max_len, channels, height, width), **model_hp)
+
+    return registered
 
 
 def conv(
     cin: int, cout: int, kernel: int | tuple[int, int] = 3, stride: int = 1, padding: int = 1
 ) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding)
+
+
+def conv_block(
+    cin: int,
+    cout: int,
+    pool: int | tuple[int, int] | None = None,
+    norm: bool = False,
+    **conv_args,
+) -> list[nn.Module]:
+    """Source 001's unit, for a flat ``nn.Sequential``: conv, max-pool (with ``pool``), ReLU,
+    batch norm (with ``norm``)."""
+    layers = [conv(cin, cout, **conv_args)]
+    if pool is not None:
+        layers.append(nn.MaxPool2d(pool))
+    layers.append(nn.ReLU())
+    if norm:
+        layers.append(nn.BatchNorm2d(cout))
+    return layers
 
 
 def timm_body(backbone: str, pretrained: bool, channels: int) -> nn.Module:
@@ -79,14 +127,31 @@ def fastai_init(module: nn.Module) -> nn.Module:
     return module
 
 
+def fastai_body(backbone: str, pretrained: bool, fastai_stem: bool, channels: int) -> nn.Module:
+    """Source 000's ``create_body(xresnet34)`` as a timm body: fastai's initialisation unless
+    ``pretrained`` (xresnet's own ``init_cnn``), then fastai's stem weights with ``fastai_stem``."""
+    body = timm_body(backbone, pretrained, channels)
+    if not pretrained:
+        fastai_init(body)
+    if fastai_stem:
+        load_fastai_stem(body)
+    return body
+
+
 @torch.no_grad()
-def output_shape(module: nn.Module, channels: int, height: int, width: int) -> torch.Size:
+def output_shape(module: nn.Module, io: Io) -> torch.Size:
     """Shape of ``module``'s output for one image (the module is put back in its mode)."""
     was_training = module.training
     module.eval()
-    shape = module(torch.zeros(1, channels, height, width)).shape
+    shape = module(torch.zeros(1, io.channels, io.height, io.width)).shape
     module.train(was_training)
     return shape
+
+
+def step_size(features: nn.Module, io: Io) -> int:
+    """Features per step of ``features``' map as :class:`ToSequence` reads it: channels x height."""
+    _, c, h, _ = output_shape(features, io)
+    return c * h
 
 
 class ToSequence(nn.Module):
@@ -178,22 +243,20 @@ class Positions(nn.Module):
         return x.view(x.shape[0], self.max_len, -1)
 
 
+def sequence_classifier(features: nn.Module, io: Io, *layers: nn.Module, size: int) -> nn.Module:
+    """``features``, its columns as steps, ``layers`` over the sequence and a linear classifier
+    of their ``size`` outputs into ``io.num_classes`` (built last)."""
+    return SequenceHead(features, nn.Sequential(*layers, nn.Linear(size, io.num_classes)))
+
+
 def recurrent_head(
-    features: nn.Module,
-    channels: int,
-    height: int,
-    width: int,
-    num_classes: int,
-    hidden: int,
-    dropout: float = 0.0,
-    steps: int | None = None,
+    features: nn.Module, io: Io, hidden: int, dropout: float = 0.0, steps: int | None = None
 ) -> nn.Module:
     """Source 001's recurrent part: a 2-layer BiLSTM over the columns and a linear classifier.
 
     ``steps`` pools the columns to a fixed count (CE-CRNN reads exactly L positions).
     """
-    if steps is not None and output_shape(features, channels, height, width)[-1] != steps:
+    if steps is not None and output_shape(features, io)[-1] != steps:
         features = nn.Sequential(features, nn.AdaptiveAvgPool2d((None, steps)))
-    _, c, h, _ = output_shape(features, channels, height, width)
-    rnn = Recurrent("lstm", c * h, hidden, layers=2, dropout=dropout)
-    return SequenceHead(features, nn.Sequential(rnn, nn.Linear(rnn.out_features, num_classes)))
+    rnn = Recurrent("lstm", step_size(features, io), hidden, layers=2, dropout=dropout)
+    return sequence_classifier(features, io, rnn, size=rnn.out_features)

@@ -8,9 +8,8 @@ from typing import Any
 
 from torch import nn
 
+from bench.approaches.spaces import SearchSpace
 from bench.hparams import PARSERS, TrainConfig, check_model_hparams
-
-SearchSpace = Callable[[Any], dict[str, Any]]  # optuna.Trial -> hyperparameters
 
 
 @dataclass(frozen=True)
@@ -18,7 +17,8 @@ class Approach:
     """One architecture of the benchmark, with its source's defaults and an Optuna search space.
 
     ``build(num_classes, max_len, channels, height, width, **model_hp)`` returns a module whose
-    output is ``(batch, steps, num_classes)`` logits for the ``codec`` (``"ce"`` or ``"ctc"``).
+    output is ``(batch, steps, num_classes)`` logits for the ``codec`` (``"ce"`` or ``"ctc"``);
+    the approaches write it as ``build(io, **model_hp)`` (:func:`~bench.approaches.layers.builder`).
     ``source`` names the document it comes from (``"000"`` .. ``"003"``); ``train`` overrides
     :class:`~bench.hparams.TrainConfig`'s generic values with the source's; ``model`` holds the
     keyword arguments of ``build``.

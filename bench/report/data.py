@@ -31,6 +31,12 @@ def training_seconds(history: pd.DataFrame) -> pd.Series:
     return pd.Series(np.nan, index=history.index)
 
 
+def metric(runs: pd.DataFrame, name: str) -> pd.Series:
+    """A logged metric of every run (by its key; MLflow's name may carry a group prefix)."""
+    column = f"metrics.{metric_name(name)}"
+    return runs[column] if column in runs else pd.Series(np.nan, index=runs.index)
+
+
 @dataclass
 class Comparison:
     """Everything the report shows, as read from MLflow."""

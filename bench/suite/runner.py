@@ -440,7 +440,7 @@ class UnitRun:
 
 def summary_table(suite: Suite) -> pd.DataFrame:
     """The report's leaderboard numbers, one row per dataset and approach."""
-    from bench.report.build import leaderboard
+    from bench.report.tables import leaderboard
     from bench.report.data import load_comparison
 
     comparison = load_comparison([suite.experiment], suite.name)
