@@ -9,23 +9,21 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bench.allocator import keep_freed_memory
-from bench.config import cache_dir
 from bench.errors import DataError, LabelError, NonFiniteLossError, ReportError, first_line
 from bench.options import (
     DEVICES,
     GRAPHS,
+    HOW_KEYS,
     PRECISIONS,
-    RUN_OPTION_KEYS,
-    RunOptions,
     resolve_device,
 )
+from bench.paths import cache_dir
 
 # torch, timm, MLflow and the rest are imported by the commands that use them: `--help` and
 # argument errors answer without them
@@ -88,21 +86,13 @@ def cmd_list(args: argparse.Namespace) -> None:
     print(textwrap.fill(legend, width))
 
 
-def spec_from(
-    args: argparse.Namespace,
-    approach: str,
-    dataset: Any,
-    overrides: dict,
-    seed: int,
-    options: RunOptions | None = None,
-    fold: int = 0,
-):
-    """The run's spec from the command line (checked before any training or MLflow run)."""
-    from bench.spec import make_spec
+def recipe_from(args: argparse.Namespace, approach: str, dataset: Any, overrides: dict, **how):
+    """The recipe of ``approach`` from the command line: its overrides and how to run (``how``
+    replaces the flags' device, precision, compile, graphs); checked before any work."""
+    from bench.spec import Recipe
 
-    return make_spec(
-        approach, dataset, overrides, seed=seed, options=options or run_options(args), fold=fold
-    )
+    how = {k: v for k, v in {**how_from(args), **how}.items() if v is not None}
+    return Recipe.of(approach, dataset, overrides, args.data_dir, **how)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -110,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     dataset = load_dataset(
         args.dataset, data_dir=args.data_dir, split_seed=args.split_seed, skip_bad=args.skip_bad
     )
-    spec = spec_from(args, args.approach, dataset, overrides, args.seed, fold=args.fold)
+    spec = recipe_from(args, args.approach, dataset, overrides).spec(seed=args.seed, fold=args.fold)
     preflight(out_file=args.out)
     from bench.tracking.record import train_tracked
     from bench.training import EpochLines
@@ -140,23 +130,18 @@ def cmd_train(args: argparse.Namespace) -> None:
         save_result(result, args.out)
 
 
-def folds_of(hparams: dict[str, Any]) -> range:
-    """Every fold of a k-fold split (``split=kfold``), else the one split."""
-    return range(hparams["folds"]) if hparams["split"] == "kfold" else range(1)
-
-
 def cmd_compare(args: argparse.Namespace) -> None:
-    from bench.approaches import get_approach
     from bench.results import train_and_record, write_table
 
     approaches = approaches_from(args)
     overrides = overrides_from(args, *approaches)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
+    recipes = [recipe_from(args, name, dataset, overrides) for name in approaches]
     specs = [
-        spec_from(args, name, dataset, overrides, seed, fold=fold)
-        for name in approaches
+        recipe.spec(seed=seed, fold=fold)
+        for recipe in recipes
         for seed in args.seeds
-        for fold in folds_of(get_approach(name).resolve(overrides))
+        for fold in recipe.folds()
     ]
     preflight(out_folder=args.out)
     for spec in specs:
@@ -196,10 +181,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
 
     def variant(value: Any, seed: int):
-        if key in RUN_OPTION_KEYS:  # how to run (precision, graphs, ...), not a hyperparameter
-            options = replace(run_options(args), **{key: value})
-            return spec_from(args, args.approach, dataset, base, seed, options)
-        return spec_from(args, args.approach, dataset, {**base, key: value}, seed)
+        if key in HOW_KEYS:  # how to run (precision, graphs, ...), not a hyperparameter
+            return recipe_from(args, args.approach, dataset, base, **{key: value}).spec(seed=seed)
+        return recipe_from(args, args.approach, dataset, {**base, key: value}).spec(seed=seed)
 
     specs = [(value, variant(value, seed)) for value in values for seed in args.seeds]
     out = args.out or Path("reports/ablations") / f"{args.approach}-{key}"
@@ -239,16 +223,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from bench.study import storage_url
+    from bench.orchestration import storage_url
     from bench.tune import TuneConfig, study_report, tune
 
     overrides = overrides_from(args, args.approach)
     resolve_device(args.device)  # no CUDA: an error before any trial
     preflight(storage=storage_url(args.storage))
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir)  # missing: stop before any trial
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
+    recipe = recipe_from(args, args.approach, dataset, overrides)
     cfg = TuneConfig(
-        approach=args.approach,
-        dataset=args.dataset,
+        recipe=recipe,
         trials=args.trials,
         storage=storage_url(args.storage),
         study=args.study or "",
@@ -256,17 +240,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
         timeout=args.timeout,
         pruner=args.pruner,
         sampler=args.sampler,
-        overrides=overrides,
         seed=args.seed,
-        run=run_options(args),
-        data_dir=str(args.data_dir) if args.data_dir else None,
-        split_seed=args.split_seed,
         experiment=args.experiment,
         progress=not args.quiet,
     )
-    workers, gpus = workers_from(
-        args, lambda: [(spec_from(args, args.approach, dataset, overrides, args.seed), dataset)]
-    )
+    workers, gpus = workers_from(args, lambda: [(recipe.spec(seed=args.seed), dataset)])
     report = study_report(tune(cfg, workers, gpus))
     for key, value in report.items():
         shown = f"{value:.2%}" if key.startswith("best_val_") and value is not None else value
@@ -275,8 +253,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.hparams import format_duration
+    from bench.orchestration import storage_url
     from bench.report import build_report
-    from bench.study import storage_url
     from bench.suite import default_suites, load_suite, run_suite, summary_table
 
     suites = [load_suite(name) for name in args.suite or default_suites()]
@@ -285,22 +263,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / suites[0].name / "index.html"
     if not args.plan:  # the plan creates nothing; a run checks everything it will write first
         preflight(out_file=out, storage=storage)
-    plans = [plan_run(args, suite) for suite in suites]
+    recipes = [suite_recipes(args, suite) for suite in suites]
+    plans = [plan_run(args, suite, units) for suite, units in zip(suites, recipes, strict=True)]
     if len(plans) > 1:
         total = sum(plan.wall_s for plan, _, _ in plans)
         print(f"estimated wall time of the {len(plans)} suites: {format_duration(total)}")
     if args.plan:
         return 0
     failures = []
-    for suite, (plan, workers, gpus) in zip(suites, plans, strict=True):
+    for suite, units, (plan, workers, gpus) in zip(suites, recipes, plans, strict=True):
         outcome = run_suite(
             suite,
+            units,
             storage,
-            data_dir=str(args.data_dir) if args.data_dir else None,
             quiet=args.quiet,
             workers=workers,
             gpus=gpus,
-            run=suite_options(args, suite),
             tags={"plan_estimate_s": round(plan.wall_s)},
         )
         failures += outcome.failures
@@ -341,31 +319,24 @@ def where_things_are(experiment: str, storage: str) -> str:
     )
 
 
-def suite_options(args: argparse.Namespace, suite: Any) -> RunOptions:
-    """How a suite's runs train: the command line's options, the suite's precision unless
+def suite_recipes(args: argparse.Namespace, suite: Any) -> dict[tuple[str, str], Any]:
+    """A suite's recipes: how to run from the command line, the suite's precision unless
     ``--precision`` says otherwise."""
-    return replace(run_options(args), precision=args.precision or suite.precision)
+    return suite.recipes(args.data_dir, **how_from(args))
 
 
-def plan_run(args: argparse.Namespace, suite: Any) -> tuple[Any, int, list[str]]:
+def plan_run(args: argparse.Namespace, suite: Any, recipes: dict) -> tuple[Any, int, list[str]]:
     """A suite's workers (``--workers``, else the suite's) and its plan, printed."""
     from bench.suite.plan import plan_suite
 
     print(f"suite {suite.name} ({suite.path}): {suite.description}", flush=True)
-    options = suite_options(args, suite)
 
     def probes() -> list[tuple[Any, Any]]:
-        pairs = []
-        for name, approach in suite.pairs:
-            dataset = load_dataset(name, data_dir=args.data_dir, split_seed=suite.split_seed)
-            overrides = suite.final_overrides({})
-            pairs.append((spec_from(args, approach, dataset, overrides, 0, options), dataset))
-        return pairs
+        return [(final.spec(), final.load_dataset()) for _, final in recipes.values()]
 
     asked = args.workers if args.workers is not None else suite.workers
     workers, gpus = workers_from(argparse.Namespace(workers=asked, device=args.device), probes)
-    data_dir = str(args.data_dir) if args.data_dir else None
-    plan = plan_suite(suite, options, workers, data_dir=data_dir)
+    plan = plan_suite(suite, recipes, workers)
     print("\n".join(plan.lines()), flush=True)
     return plan, workers, gpus
 
@@ -376,7 +347,7 @@ def workers_from(
     """``--workers``: a count (spread over the visible GPUs on CUDA), or ``auto``: measured on
     CUDA from free memory and the peak of a few training steps of each (spec, dataset) of
     ``probes``; one process on CPU."""
-    from bench.study import auto_workers, visible_gpus
+    from bench.orchestration import auto_workers, visible_gpus
 
     cuda = resolve_device(args.device) == "cuda"
     if args.workers != "auto":
@@ -399,7 +370,7 @@ def cmd_perf(args: argparse.Namespace) -> None:
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
-    specs = [spec_from(args, name, dataset, overrides, 0) for name in approaches]
+    specs = [recipe_from(args, name, dataset, overrides).spec() for name in approaches]
     concurrency = args.concurrency
     if concurrency is None:  # the many-trials-per-GPU sweep; a CPU training uses every core
         concurrency = [1, 2, 4, 8] if specs[0].device == "cuda" else []
@@ -444,7 +415,7 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
     """Serve the Optuna storage with optuna-dashboard."""
-    from bench.study import storage_url
+    from bench.orchestration import storage_url
 
     storage = storage_url(args.storage)
     print(f"Optuna dashboard of {storage}: http://{args.host}:{args.port}/", flush=True)
@@ -492,12 +463,19 @@ def add_training_options(p: argparse.ArgumentParser, set_help: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def run_options(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(args.device, args.precision or "auto", args.compile, args.graphs)
+def how_from(args: argparse.Namespace) -> dict[str, Any]:
+    """How to run, from the flags: device, precision (None: a suite's own, else auto), compile,
+    graphs."""
+    return {
+        "device": args.device,
+        "precision": args.precision,
+        "compile": args.compile,
+        "graphs": args.graphs,
+    }
 
 
 def workers_arg(value: str) -> int | str:
-    from bench.study import parse_workers
+    from bench.orchestration import parse_workers
 
     try:
         return parse_workers(value)

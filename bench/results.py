@@ -11,9 +11,9 @@ import pandas as pd
 import torch
 
 from bench.allocator import malloc_mode
-from bench.config import cache_dir
 from bench.data import Dataset
 from bench.hparams import TrainConfig
+from bench.paths import cache_dir
 from bench.spec import RunSpec
 from bench.tracking import cpu_name
 from bench.tracking.record import train_tracked

@@ -125,21 +125,22 @@ def mlflow_server(backend_uri: str, artifacts: Path | None = None) -> Iterator[s
 
 def fit(approach, dataset, overrides=None, seed=0, device="auto", graphs="auto", **kwargs):
     """``bench.training.train`` of a spec made from an approach name and overrides."""
-    from bench.spec import RunOptions, make_spec
+    from bench.spec import make_spec
     from bench.training import train
 
-    options = RunOptions(device=device, graphs=graphs)
     return train(
-        make_spec(approach, dataset, overrides, seed=seed, options=options), dataset, **kwargs
+        make_spec(approach, dataset, overrides, seed=seed, device=device, graphs=graphs),
+        dataset,
+        **kwargs,
     )
 
 
 def fit_tracked(approach, dataset, overrides=None, seed=0, device="auto", **kwargs):
     """``train_tracked`` of a spec made from an approach name and overrides."""
-    from bench.spec import RunOptions, make_spec
+    from bench.spec import make_spec
     from bench.tracking.record import train_tracked
 
-    spec = make_spec(approach, dataset, overrides, seed=seed, options=RunOptions(device=device))
+    spec = make_spec(approach, dataset, overrides, seed=seed, device=device)
     return train_tracked(spec, dataset, **kwargs)
 
 

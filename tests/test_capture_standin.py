@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from bench.data import load_dataset
-from bench.options import RunOptions
 from bench.spec import make_spec
 from bench.training import build_trainer, seed_everything
 from bench.training.graphs import WARMUP_STEPS
@@ -24,7 +23,7 @@ SMALL_GRU = {**SMALL, "seq_hidden": 16, "rotate": 5.0, "brightness": 0.2}
 
 def trainer(approach: str = "crnn-gru", overrides: dict | None = None):
     dataset = load_dataset(TINY)
-    spec = make_spec(approach, dataset, overrides or SMALL_GRU, options=RunOptions(device="cpu"))
+    spec = make_spec(approach, dataset, overrides or SMALL_GRU, device="cpu")
     seed_everything(0)
     return build_trainer(spec, dataset)
 
@@ -83,7 +82,7 @@ def test_perf_times_the_captured_step(stand_in_capture):
     from bench.perf import measure
 
     dataset = load_dataset(TINY)
-    spec = make_spec("crnn-gru", dataset, SMALL_GRU, options=RunOptions(device="cpu"))
+    spec = make_spec("crnn-gru", dataset, SMALL_GRU, device="cpu")
     row = measure(spec, dataset, steps=2)
     assert row["graph_img_s"] > 0 and row["graph_speedup"] > 0
     assert stand_in_capture.graphs and stand_in_capture.graphs[0].replays >= 2

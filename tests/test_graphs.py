@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from bench.codecs import ctc_loss_dense
 from bench.data import load_dataset
-from bench.options import RunOptions, resolve_graphs
+from bench.options import resolve_graphs
 from bench.spec import make_spec
 from bench.training import build_trainer, seed_everything
 from bench.training.graphs import DeviceHyperparameters
@@ -58,7 +58,7 @@ def flat(parameters) -> torch.Tensor:
 def make_runs(approach: str, overrides: dict):
     """Two identical trainers of one spec (same initial weights and augmentation stream)."""
     dataset = load_dataset(TINY)
-    spec = make_spec(approach, dataset, overrides, options=RunOptions(device="cpu"))
+    spec = make_spec(approach, dataset, overrides, device="cpu")
     runs = []
     for _ in range(2):
         seed_everything(0)
@@ -187,7 +187,7 @@ def test_graphs_are_on_only_for_cuda_runs_that_can_be_captured(capsys, monkeypat
 
 
 def test_cpu_specs_never_capture():
-    spec = make_spec("lstm-columns", load_dataset(TINY), SMALL, options=RunOptions(graphs="auto"))
+    spec = make_spec("lstm-columns", load_dataset(TINY), SMALL, graphs="auto")
     assert spec.graphs is False and spec.params()["graphs"] is False
 
 
@@ -208,8 +208,7 @@ def test_captured_step_replays_what_the_eager_step_computes(approach, schedule):
         "carry_state": False,
         "batch_size": 16,
     }
-    options = RunOptions(device="cuda", precision="fp32", graphs="off")
-    spec = make_spec(approach, dataset, overrides, options=options)
+    spec = make_spec(approach, dataset, overrides, device="cuda", precision="fp32", graphs="off")
     runs = []
     for capture in (False, True):
         seed_everything(0)
@@ -258,8 +257,7 @@ def test_a_failed_capture_trains_on_eagerly_with_working_random_streams(capsys):
     augmentation still draw: the failed capture leaves no generator in capture mode."""
     dataset = load_dataset(TINY)
     overrides = {"optimizer": "adam", "batch_size": 16, "dropout": 0.2}
-    options = RunOptions(device="cuda", precision="fp32", graphs="off")
-    spec = make_spec("crnn-gru", dataset, overrides, options=options)
+    spec = make_spec("crnn-gru", dataset, overrides, device="cuda", precision="fp32", graphs="off")
     seed_everything(0)
     run = build_trainer(spec, dataset)
     run.batcher.generator = torch.Generator(device="cuda").manual_seed(0)

@@ -210,7 +210,7 @@ def test_checkpoints_are_keyed_by_the_code_and_a_finished_run_says_it_is_reused(
 
 
 def test_spec_changes_with_every_setting_that_changes_a_result():
-    from bench.spec import RunOptions, make_spec
+    from bench.spec import make_spec
 
     dataset = load_dataset(TINY)
     base = make_spec("lstm-columns", dataset, FAST)
@@ -219,8 +219,8 @@ def test_spec_changes_with_every_setting_that_changes_a_result():
         make_spec("lstm-columns", dataset, {**FAST, "lr": 0.5}),
         make_spec("lstm-columns", dataset, FAST, seed=1),
         make_spec("lstm-columns", load_dataset(TINY, split_seed=1), FAST),
-        make_spec("lstm-columns", dataset, FAST, options=RunOptions(precision="bf16")),
-        make_spec("lstm-columns", dataset, FAST, options=RunOptions(compile=True)),
+        make_spec("lstm-columns", dataset, FAST, precision="bf16"),
+        make_spec("lstm-columns", dataset, FAST, compile=True),
         make_spec("lstm-columns", load_dataset("synthetic:tiny,count=100"), FAST),
     ]
     assert len({base.digest, *(o.digest for o in others)}) == 7

@@ -19,10 +19,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bench.data import load_dataset
 from bench.hparams import format_duration
-from bench.options import RunOptions
-from bench.spec import RunSpec, make_spec
+from bench.spec import Recipe, RunSpec
 from bench.suite.schema import Suite
 from bench.training import build_trainer
 from bench.training.graphs import WARMUP_STEPS
@@ -136,9 +134,8 @@ def schedule(durations: list[float], workers: int) -> float:
 
 def plan_suite(
     suite: Suite,
-    options: RunOptions,
+    recipes: dict[tuple[str, str], tuple[Recipe, Recipe]],
     workers: int,
-    data_dir: str | None = None,
     speedup: dict[int, float] | None = None,
 ) -> Plan:
     """Probe every (dataset, approach) of ``suite`` and estimate its wall time with ``workers``
@@ -151,16 +148,16 @@ def plan_suite(
     device = ""
     try:
         for name, approach in suite.pairs:
-            dataset = load_dataset(name, data_dir=data_dir, split_seed=suite.split_seed)
-            spec = make_spec(approach, dataset, suite.final_overrides({}), options=options)
+            tuning, final = recipes[name, approach]
+            spec = final.spec()
             device = spec.device
-            costs = probe(spec, dataset)
-            stages = [("final", suite.final_overrides({}), len(suite.replicates), True)]
+            costs = probe(spec, final.load_dataset())
+            stages = [("final", final, len(suite.replicates), True)]
             if suite.trials:
-                stages.insert(0, ("tuning", suite.tuning_overrides(), suite.trials, False))
-            for stage, overrides, count, test in stages:
-                hparams = make_spec(approach, dataset, overrides, options=options).hparams
-                epochs, seconds = run_seconds(dict(hparams), costs, test)
+                stages.insert(0, ("tuning", tuning, suite.trials, False))
+            for stage, recipe, count, test in stages:
+                hparams = recipe.hparams()
+                epochs, seconds = run_seconds(hparams, costs, test)
                 jobs += [seconds] * count
                 rows.append(
                     {
