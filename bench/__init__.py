@@ -18,6 +18,7 @@ _API = {
     "make_holdout_split": "bench.data.store",
     "Recipe": "bench.spec",
     "RunSpec": "bench.spec",
+    "create_model": "bench.spec",
     "make_spec": "bench.spec",
     "Trainer": "bench.training",
     "TrainResult": "bench.training",

@@ -52,9 +52,9 @@ def cmd_list(args: argparse.Namespace) -> None:
     import torch
 
     from bench.approaches import get_approach, list_approaches
-    from bench.approaches.registry import create_model
     from bench.data.sources import CAPTCHA_V2_CHARSET
     from bench.hparams import TrainConfig
+    from bench.spec import create_model
 
     rows = []
     for name in list_approaches():
@@ -563,7 +563,7 @@ def approaches_from(args: argparse.Namespace) -> list[str]:
 def overrides_from(args: argparse.Namespace, *approaches: str) -> dict[str, Any]:
     """``--set``, ``--epochs`` and ``--budget``, checked against each approach before any data
     work."""
-    from bench.approaches import get_approach
+    from bench.spec import resolve_hparams
 
     overrides = parse_assignments(args.set)
     if args.epochs is not None:
@@ -574,7 +574,7 @@ def overrides_from(args: argparse.Namespace, *approaches: str) -> dict[str, Any]
         positive_duration(args.budget, "--budget")
         overrides["budget"] = args.budget
     for name in approaches:
-        get_approach(name).resolve(overrides)
+        resolve_hparams(name, overrides)
     return overrides
 
 

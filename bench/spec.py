@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from bench.approaches import get_approach
 from bench.data import Dataset, load_dataset
 from bench.hparams import TrainConfig
@@ -191,6 +193,14 @@ def resolve_hparams(approach: str, overrides: Mapping[str, Any]) -> dict[str, An
     """The approach's defaults updated with ``overrides``, checked (unknown keys, types, ranges):
     where every run's hyperparameters are resolved."""
     return get_approach(approach).resolve(overrides)
+
+
+def create_model(
+    name: str, num_classes: int, max_len: int, **overrides: Any
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Approach ``name``'s model, untrained, without a run; with its resolved hyperparameters."""
+    hp = resolve_hparams(name, overrides)
+    return get_approach(name).build_model(num_classes, max_len, hp), hp
 
 
 def make_spec(

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from bench.approaches import create_model, get_approach, list_approaches
+from bench.approaches import get_approach, list_approaches
 from bench.approaches.registry import Approach, register
+from bench.spec import create_model
 from experiments import reference_001
 
 SOURCE_APPROACHES = {
