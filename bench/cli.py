@@ -566,7 +566,7 @@ def load_dataset(*args: Any, **kwargs: Any) -> Any:
 
 
 APPROACH_FOLDER = Path(__file__).resolve().parent / "approaches"
-HELPER_MODULES = {"__init__", "layers", "recipes", "registry"}  # the rest: one approach each
+HELPER_MODULES = {"__init__", "layers", "recipes", "registry", "spaces"}  # the rest: one approach each
 
 
 def approach_names() -> list[str]:
