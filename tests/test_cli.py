@@ -451,13 +451,13 @@ def test_report_and_run_read_ablations_only_when_given():
 
 
 def test_an_interrupt_is_reported_on_its_own_line(monkeypatch, capsys):
-    import bench.cli as cli
+    from bench.cli import tools
 
     def interrupted(args):
         print("epoch 3/60 ...", end="", file=sys.stderr)  # a progress bar's unfinished line
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_list", interrupted)
+    monkeypatch.setattr(tools, "cmd_list", interrupted)
     assert main(["list"]) == 130
     assert capsys.readouterr().err.endswith(
         "epoch 3/60 ...\ninterrupted; re-run the same command to resume\n"
