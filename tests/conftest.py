@@ -213,7 +213,7 @@ class StandInCapture:
 @pytest.fixture
 def stand_in_capture(monkeypatch) -> StandInCapture:
     """CUDA-graph capture simulated on CPU (``bench.training.graphs.CAPTURE`` replaced)."""
-    from bench import graphs
+    from bench.training import graphs
 
     capture = StandInCapture()
     monkeypatch.setattr(graphs, "CAPTURE", capture)
