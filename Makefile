@@ -33,7 +33,7 @@ worker: $(VENV)/.installed
 	$(PY) -m bench run $(if $(SUITE),--suite $(SUITE)) --storage $(STORAGE) --workers $(WORKERS) --quiet
 
 test: $(VENV)/.installed
-	$(PY) -m ruff check bench tests
+	$(PY) -m ruff check bench tests experiments
 	$(PY) -m pytest -q -rs --durations=15
 
 # The documentation site (mkdocs.yml, docs/, reports/*/README.md) into site/; a broken link fails it
@@ -55,12 +55,12 @@ list: $(VENV)/.installed
 	$(PY) -m bench list
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check bench tests
-	$(PY) -m ruff format --check bench tests
+	$(PY) -m ruff check bench tests experiments
+	$(PY) -m ruff format --check bench tests experiments
 
 format: $(VENV)/.installed
-	$(PY) -m ruff format bench tests
-	$(PY) -m ruff check --fix bench tests
+	$(PY) -m ruff format bench tests experiments
+	$(PY) -m ruff check --fix bench tests experiments
 
 # Every GPU measurement in one time-boxed run (about 9 minutes) on a CUDA machine where the project
 # imports with PYTHON (no virtual environment needed there); results packed into OUT.

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.config import cache_dir
+from bench.paths import cache_dir
 
 KINDS = ("checkpoints", "stores", "synthetic")
 

@@ -1,14 +1,13 @@
-"""How to run, as the command line or a suite asks: device, precision, compilation, CUDA graphs.
+"""How to run: the choices of device, precision and CUDA graphs, and how ``auto`` resolves.
 
 Light on purpose (torch is imported only to look for CUDA): the CLI builds its parser from it.
-:func:`bench.spec.make_spec` resolves these into a run's spec.
+A :class:`bench.spec.Recipe` holds the choices; its specs hold them resolved.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -17,18 +16,8 @@ GRAPHS = ("auto", "on", "off")
 _said: set[str] = set()  # reasons for training eagerly already printed
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run (as the command line or a suite asks; resolved into the spec by
-    :func:`make_spec`): device, autocast precision, ``torch.compile``, CUDA graphs."""
-
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-    graphs: str = "auto"
-
-
-RUN_OPTION_KEYS = frozenset(f.name for f in fields(RunOptions))
+# what a recipe holds besides hyperparameters: how to run (``ablate --vary`` can vary them too)
+HOW_KEYS = ("device", "precision", "compile", "graphs")
 
 
 def resolve_device(device: str = "auto") -> str:

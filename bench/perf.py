@@ -6,8 +6,8 @@ with inputs pre-staged on the device (pure compute; pipeline efficiency = real /
 loop in the sources' style (a ``Dataset`` that opens, converts and resizes each image with PIL for
 every item, through a ``DataLoader``), one real epoch's wall time, single-image latency, peak
 memory, and achieved FLOP/s against a matrix-multiply peak measured on the same device. On CUDA
-also the step captured as CUDA graphs (:mod:`bench.graphs`) against the eager one, and aggregate
-training throughput with 1, 2, 4, 8 processes on the device (the many-trials-per-GPU case).
+also the step captured as CUDA graphs (:mod:`bench.training.graphs`) against the eager one, and
+aggregate training throughput with 1, 2, 4, 8 processes on the device (many trials per GPU).
 """
 
 from __future__ import annotations
@@ -25,14 +25,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from bench import graphs
 from bench.allocator import malloc_mode
 from bench.data import Dataset, load_dataset
 from bench.data.store import MODES
-from bench.graphs import WARMUP_STEPS, StaticStep
 from bench.options import graph_blocker
 from bench.spec import RunSpec
-from bench.train import EVAL_BATCH, Trainer, prepare, seed_everything
+from bench.training import EVAL_BATCH, Trainer, build_trainer, graphs
+from bench.training.graphs import WARMUP_STEPS
 
 TRAIN_FLOPS_FACTOR = 3  # backward costs about twice the forward pass
 CUDA_ROUNDS = 5
@@ -123,87 +122,27 @@ def measure(
     peak: float | None = None,
 ) -> dict[str, Any]:
     """Every figure of one approach (see the module docstring)."""
-    seed_everything(0)
-    run = prepare(spec, dataset)
-    dev, model = run.device, run.model
+    run = build_trainer(spec, dataset, step="eager")
+    dev = run.device
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     batch = run.batch_size
-    train_idx = run.split.train.to(dev)
     generator = torch.Generator().manual_seed(0)
+    train_idx = run.split.train.to(dev)
     batches = [
         train_idx[torch.randperm(len(train_idx), generator=generator)[:batch].to(dev)]
         for _ in range(steps + 2)
     ]
-    step = run.step
-
-    def real_train(i: int) -> None:
-        idx = batches[i % len(batches)]
-        step(run.batch(idx, train=True), idx)
-
-    staged = [run.batch(idx, train=True) for idx in batches]  # the same batches, made beforehand
-
-    def pure_train(i: int) -> None:
-        step(staged[i % len(batches)], batches[i % len(batches)])
-
-    by_name = dict(zip((p.name for p in dataset.source.files), dataset.source.files, strict=True))
-    paths = [by_name[run.store.files[i]] for i in run.split.train.tolist()]
-    loader = torch.utils.data.DataLoader(
-        SourceStyleImages(paths, run),
-        batch_size=batch,
-        shuffle=True,
-        num_workers=loader_workers,
-        generator=torch.Generator().manual_seed(0),
-    )
-    loader_batches = iter(loader)
-
-    def source_style(_: int) -> None:
-        nonlocal loader_batches
-        try:
-            x, i = next(loader_batches)
-        except StopIteration:
-            loader_batches = iter(loader)
-            x, i = next(loader_batches)
-        step(x.to(dev, non_blocking=True), run.split.train[i].to(dev))
-
-    model.train()
-    train_s = timed_rounds(
-        dev, steps, {"real": real_train, "pure": pure_train, "source_style": source_style}
-    )
-
-    graph_s = float("nan")  # the same steps captured as CUDA graphs
-    if graphs.CAPTURE.captures(dev) and graph_blocker(spec.hparams, spec.compile) is None:
-        run.static = StaticStep(run, capture=True)
-        graph_s = timed(
-            dev, steps, lambda i: run.train_step(batches[i % len(batches)]), WARMUP_STEPS + 1
-        )
-        if not run.static.graphs:  # the capture failed: it said why, and trained eagerly
-            graph_s = float("nan")
-    run.static = run.static if spec.graphs else None  # the epoch below runs as the spec trains
+    run.model.train()
+    train_s = train_seconds(run, dataset, batches, steps, loader_workers)
+    graph_s = graph_seconds(run, batches, steps)
+    if not spec.graphs:
+        run.use_eager_step()  # the epoch below runs as the spec trains
     step_s = graph_s if spec.graphs else train_s["real"]
-
     eval_idx = run.split.test.to(dev)[: min(EVAL_BATCH, len(run.split.test))]
-    staged_eval = run.batch(eval_idx)
-    model.eval()
-    eval_s = timed_rounds(
-        dev,
-        steps,
-        {
-            "real": lambda _: run.forward(run.batch(eval_idx)),
-            "pure": lambda _: run.forward(staged_eval),
-        },
-    )
-    model.train()
-
-    sync(dev)
-    started = time.perf_counter()  # one real epoch: every training batch, then validation
-    order = train_idx[torch.randperm(len(train_idx), generator=generator).to(dev)][: run.n_train]
-    for idx in order.split(batch):
-        run.train_step(idx)
-    run.evaluate(run.split.val)
-    sync(dev)
-    epoch_s = time.perf_counter() - started
-
+    eval_s = eval_seconds(run, eval_idx, steps)
+    order = torch.randperm(len(train_idx), generator=generator).to(dev)
+    epoch_s = epoch_seconds(run, train_idx[order])
     inference = run.measure_inference(run.split.test)
     train_img_s, eval_img_s = batch / train_s["real"], len(eval_idx) / eval_s["real"]
     achieved = run.flops * TRAIN_FLOPS_FACTOR * batch / step_s  # of the step the spec trains with
@@ -234,12 +173,98 @@ def measure(
     }
 
 
+def train_seconds(
+    run: Trainer,
+    dataset: Dataset,
+    batches: list[torch.Tensor],
+    steps: int,
+    loader_workers: int,
+) -> dict[str, float]:
+    """Seconds per eager training step: batches drawn on the device (``real``), the same batches
+    made beforehand (``pure``), and the sources' way (``source_style``: a ``DataLoader`` over the
+    files, decoded and augmented per item)."""
+    dev, step = run.device, run.step
+
+    def real_train(i: int) -> None:
+        idx = batches[i % len(batches)]
+        step(run.batch(idx, train=True), idx)
+
+    staged = [run.batch(idx, train=True) for idx in batches]  # the same batches, made beforehand
+
+    def pure_train(i: int) -> None:
+        step(staged[i % len(batches)], batches[i % len(batches)])
+
+    by_name = dict(zip((p.name for p in dataset.source.files), dataset.source.files, strict=True))
+    paths = [by_name[run.store.files[i]] for i in run.split.train.tolist()]
+    loader = torch.utils.data.DataLoader(
+        SourceStyleImages(paths, run),
+        batch_size=run.batch_size,
+        shuffle=True,
+        num_workers=loader_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
+    loader_batches = iter(loader)
+
+    def source_style(_: int) -> None:
+        nonlocal loader_batches
+        try:
+            x, i = next(loader_batches)
+        except StopIteration:
+            loader_batches = iter(loader)
+            x, i = next(loader_batches)
+        step(x.to(dev, non_blocking=True), run.split.train[i].to(dev))
+
+    return timed_rounds(
+        dev, steps, {"real": real_train, "pure": pure_train, "source_style": source_style}
+    )
+
+
+def graph_seconds(run: Trainer, batches: list[torch.Tensor], steps: int) -> float:
+    """Seconds per training step captured as CUDA graphs (NaN where the step cannot be captured);
+    the trainer keeps the captured step."""
+    spec = run.spec
+    if not graphs.CAPTURE.captures(run.device) or graph_blocker(spec.hparams, spec.compile):
+        return float("nan")
+    run.use_static_step(capture=True)
+    seconds = timed(
+        run.device, steps, lambda i: run.train_step(batches[i % len(batches)]), WARMUP_STEPS + 1
+    )
+    return seconds if run.static.graphs else float("nan")  # a failed capture said why
+
+
+def eval_seconds(run: Trainer, eval_idx: torch.Tensor, steps: int) -> dict[str, float]:
+    """Seconds per evaluation batch: made on the device (``real``), made beforehand (``pure``)."""
+    staged_eval = run.batch(eval_idx)
+    run.model.eval()
+    seconds = timed_rounds(
+        run.device,
+        steps,
+        {
+            "real": lambda _: run.forward(run.batch(eval_idx)),
+            "pure": lambda _: run.forward(staged_eval),
+        },
+    )
+    run.model.train()
+    return seconds
+
+
+def epoch_seconds(run: Trainer, order: torch.Tensor) -> float:
+    """Wall time of one real epoch: every training batch in ``order``, then validation."""
+    sync(run.device)
+    started = time.perf_counter()
+    for idx in order[: run.n_train].split(run.batch_size):
+        run.train_step(idx)
+    run.evaluate(run.split.val)
+    sync(run.device)
+    return time.perf_counter() - started
+
+
 def step_memory_mb(spec: RunSpec, dataset: Dataset, steps: int = 3) -> float:
     """Peak CUDA memory of a few training steps of ``spec`` (its data store included): what one
     more worker process needs besides its CUDA context."""
     dev = torch.device(spec.device)
     torch.cuda.reset_peak_memory_stats(dev)
-    run = prepare(spec, dataset)
+    run = build_trainer(spec, dataset, step="eager")
     idx = run.split.train[: run.batch_size].to(dev)
     for _ in range(steps):
         run.train_step(idx)
@@ -255,10 +280,7 @@ def _timed_worker(
     """One of several processes training ``spec`` at once: img/s of ``steps`` steps, timed from a
     barrier that all of them pass together."""
     dataset = load_dataset(spec.dataset, data_dir=data_dir, split_seed=spec.split_seed)
-    seed_everything(0)
-    run = prepare(spec, dataset)
-    if spec.graphs:
-        run.static = StaticStep(run, capture=True)
+    run = build_trainer(spec, dataset)
     idx = run.split.train[: run.batch_size].to(run.device)
     for _ in range(WARMUP_STEPS + 2):  # warm-up (and capture)
         run.train_step(idx)

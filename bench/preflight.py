@@ -7,8 +7,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from bench.config import cache_dir
 from bench.errors import first_line
+from bench.paths import cache_dir
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -61,8 +61,8 @@ def reachable_tracking() -> None:
 
 def reachable_storage(url: str) -> None:
     """The Optuna storage can be written (a file's folder), or opens (a database server)."""
-    from bench.study import open_storage
-    from bench.study.storage import storage_file
+    from bench.orchestration import open_storage
+    from bench.orchestration.storage import storage_file
 
     if (local := storage_file(url)) is not None:  # made on first use: none left if stopped
         writable_file(local, "Optuna storage (--storage)")

@@ -11,13 +11,13 @@ import pandas as pd
 import torch
 
 from bench.allocator import malloc_mode
-from bench.config import cache_dir
 from bench.data import Dataset
 from bench.hparams import TrainConfig
+from bench.paths import cache_dir
 from bench.spec import RunSpec
-from bench.tracked import train_tracked
 from bench.tracking import cpu_name
-from bench.train import EpochLines, TrainResult
+from bench.tracking.record import train_tracked
+from bench.training import EpochLines, TrainResult
 
 TABLE_COLUMNS = [
     "approach",

@@ -17,36 +17,35 @@ import contextlib
 import hashlib
 import math
 import os
-import re
-import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import mlflow
 import optuna
-from mlflow.tracking.context.registry import resolve_tags
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from bench.approaches import get_approach
-from bench.data import load_dataset
-from bench.spec import RunOptions, make_spec
-from bench.study import (
+from bench.orchestration import (
+    BUSY,
     DEFAULT_STORAGE,
-    POLL_S,
+    DONE,
+    TAKE,
     StorageLock,
     claimed,
     counted,
     open_storage,
     trial_counts,
     trial_key,
+    work_queue,
     worker_processes,
 )
-from bench.tracked import train_tracked
-from bench.tracking import metric_name, use_experiment
-from bench.train import EpochLines, NonFiniteLossError
+from bench.spec import Recipe
+from bench.tracking.record import train_tracked
+from bench.tracking.runs import active_run_id
+from bench.tracking.studies import study_run, summarize_study_run
+from bench.training import EpochLines, NonFiniteLossError
 
 __all__ = [
     "OBJECTIVE",
@@ -116,11 +115,11 @@ def default_study_name(suite: str, dataset: str, approach: str) -> str:
 
 @dataclass
 class TuneConfig:
-    """Everything a worker needs; plain values, so worker processes can receive it. Checked when
-    made: approach, fixed hyperparameters, pruner and sampler."""
+    """A study's settings and the recipe its trials are specs of; plain values, so worker
+    processes can receive it. Checked when made: pruner and sampler (the recipe was checked when
+    it was made)."""
 
-    approach: str
-    dataset: str
+    recipe: Recipe
     trials: int
     storage: str = DEFAULT_STORAGE
     study: str = ""
@@ -128,11 +127,7 @@ class TuneConfig:
     timeout: float | None = None
     pruner: str = "median"
     sampler: str = "tpe"
-    overrides: dict[str, Any] = field(default_factory=dict)  # fixed for every trial (epochs...)
     seed: int = 0
-    run: RunOptions = field(default_factory=RunOptions)
-    data_dir: str | None = None
-    split_seed: int = 0
     experiment: str | None = None
     progress: bool = True
 
@@ -142,7 +137,19 @@ class TuneConfig:
             raise ValueError(f"unknown pruner {self.pruner!r}; use {', '.join(PRUNERS)}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; use {', '.join(SAMPLERS)}")
-        self.epochs = get_approach(self.approach).resolve(self.overrides)["epochs"]
+        self.epochs = self.recipe.hparams()["epochs"]
+
+    @property
+    def approach(self) -> str:
+        return self.recipe.approach
+
+    @property
+    def dataset(self) -> str:
+        return self.recipe.dataset
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        return dict(self.recipe.fixed)
 
 
 class FixedKeys:
@@ -191,50 +198,24 @@ def create_study(cfg: TuneConfig) -> optuna.Study:
 
 def parent_run(cfg: TuneConfig) -> str:
     """The study's MLflow run (found by tag, created once); trials nest under it."""
-    experiment_id = use_experiment(cfg.experiment or cfg.dataset)
-    client = mlflow.MlflowClient()
-    found = client.search_runs(
-        [experiment_id],
-        f"tags.optuna_study = '{cfg.study}'",
-        max_results=1,
-        order_by=["attributes.start_time ASC"],
-    )
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(
-        experiment_id,
-        run_name=f"tune {cfg.approach} {cfg.dataset}",
-        # MLflow's context tags (user, source, git commit), as a fluent run gets them
-        tags=resolve_tags(
-            {
-                "optuna_study": cfg.study,
-                "approach": cfg.approach,
-                "source": get_approach(cfg.approach).source,
-                "dataset": cfg.dataset,
-                "suite": cfg.suite,
-                "kind": "study",
-            }
-        ),
-    )
-    client.log_batch(
-        run.info.run_id,
-        params=[
-            mlflow.entities.Param(k, str(v))
-            for k, v in {
-                "approach": cfg.approach,
-                "dataset": cfg.dataset,
-                "trials": cfg.trials,
-                "pruner": cfg.pruner,
-                "trial_epochs": cfg.epochs,
-                "sampler": cfg.sampler,
-                "study": cfg.study,
-                "storage": re.sub(r"//[^@/]*@", "//***@", cfg.storage),
-                **{f"fixed.{k}": v for k, v in cfg.overrides.items()},
-            }.items()
-        ],
-    )
-    client.log_metric(run.info.run_id, metric_name("trial_epochs"), cfg.epochs)  # for the report
-    return run.info.run_id
+    tags = {
+        "approach": cfg.approach,
+        "source": get_approach(cfg.approach).source,
+        "dataset": cfg.dataset,
+        "suite": cfg.suite,
+    }
+    params = {
+        "approach": cfg.approach,
+        "dataset": cfg.dataset,
+        "trials": cfg.trials,
+        "pruner": cfg.pruner,
+        "trial_epochs": cfg.epochs,
+        "sampler": cfg.sampler,
+        "study": cfg.study,
+        "storage": cfg.storage,
+        **{f"fixed.{k}": v for k, v in cfg.fixed.items()},
+    }
+    return study_run(cfg.experiment or cfg.dataset, cfg.study, tags, params)
 
 
 def rounded(params: dict[str, Any]) -> dict[str, Any]:
@@ -244,11 +225,10 @@ def rounded(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
-    """Best value and parameters (as tags: they change while a study goes on) and the counts;
-    the run ends with ``status`` unless that is RUNNING (others still work on the study)."""
-    client = mlflow.MlflowClient()
-    counts = trial_counts(study)
-    metrics = {f"n_{k}": v for k, v in counts.items() if k != "running"}
+    """Best value and parameters and the counts on the study's run (see
+    :func:`~bench.tracking.studies.summarize_study_run`)."""
+    metrics = {f"n_{k}": v for k, v in trial_counts(study).items() if k != "running"}
+    tags: dict[str, Any] = {}
     best = None
     with contextlib.suppress(ValueError):  # no completed trial yet
         best = study.best_trial
@@ -261,13 +241,11 @@ def summarize_parent(study: optuna.Study, run_id: str, status: str) -> None:
                 if k in best.user_attrs
             }
         )
-        client.set_tag(run_id, "best_trial", best.number)
-        for key, value in rounded(best.params).items():
-            client.set_tag(run_id, f"best.{key}", value)
-    for key, value in metrics.items():
-        client.log_metric(run_id, metric_name(key), value)
-    if status != "RUNNING":
-        client.set_terminated(run_id, status)
+        tags = {
+            "best_trial": best.number,
+            **{f"best.{k}": v for k, v in rounded(best.params).items()},
+        }
+    summarize_study_run(run_id, metrics, tags, status)
 
 
 def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tuple = ()) -> float:
@@ -279,7 +257,7 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
     ``callbacks`` get every epoch's statistics, like the trainer's.
     """
     approach = get_approach(cfg.approach)
-    dataset = load_dataset(cfg.dataset, data_dir=cfg.data_dir, split_seed=cfg.split_seed)
+    dataset = cfg.recipe.load_dataset()
 
     def report(epoch: int, stats: dict[str, float]) -> None:
         trial.report(objective_value(stats), step=epoch + 1)
@@ -295,18 +273,11 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
         """The trial names its MLflow run (the run names the trial in its tags); a retried
         trial, which inherits the dead one's attributes, names its own."""
         if not linked:
-            linked.append(mlflow.active_run().info.run_id)
+            linked.append(active_run_id())
             trial.set_user_attr("mlflow_run_id", linked[0])
 
     with claimed(trial):
-        overrides = {**approach.search_space(FixedKeys(trial, cfg.overrides)), **cfg.overrides}
-        spec = make_spec(
-            cfg.approach,
-            dataset,
-            overrides,
-            seed=cfg.seed,
-            options=cfg.run,
-        )
+        spec = cfg.recipe.spec(approach.search_space(FixedKeys(trial, cfg.fixed)), seed=cfg.seed)
         try:
             result, _ = train_tracked(
                 spec,
@@ -343,11 +314,10 @@ def objective(cfg: TuneConfig, trial: optuna.Trial, parent: str, callbacks: tupl
 
 def default_params(cfg: TuneConfig) -> dict[str, Any]:
     """The searched parameters at the source's defaults: a study's first trial."""
-    approach = get_approach(cfg.approach)
-    fixed = optuna.trial.FixedTrial(approach.resolve(cfg.overrides))
+    fixed = optuna.trial.FixedTrial(cfg.recipe.hparams())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a default outside the searched range is still used
-        approach.search_space(FixedKeys(fixed, cfg.overrides))
+        get_approach(cfg.approach).search_space(FixedKeys(fixed, cfg.fixed))
     return fixed.params
 
 
@@ -370,66 +340,57 @@ def work(
     with StorageLock(cfg.storage):
         parent = parent_run(cfg)
         study.enqueue_trial(default_params(cfg), user_attrs={"defaults": True}, skip_if_exists=True)
-    started = time.monotonic()
     bar = tqdm(
         total=cfg.trials,
         desc=f"tune {cfg.approach}",
         unit="trial",
         disable=not cfg.progress or not show_bar,
     )
-    status = None
+    seen: list[optuna.trial.FrozenTrial] = []
+
+    def look(trials: list[optuna.trial.FrozenTrial]) -> str:
+        seen[:] = trials
+        done = sum(map(counted, trials))
+        bar.n = min(done, cfg.trials)
+        bar.refresh()
+        if done >= cfg.trials:
+            return DONE
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        return BUSY if done + running >= cfg.trials else TAKE
+
+    def take(lock: StorageLock | None) -> None:
+        def run(trial: optuna.Trial) -> float:
+            lock.release()  # the trial exists: others may count it now
+
+            def show_epoch(epoch: int, stats: dict[str, float]) -> None:
+                bar.set_postfix_str(
+                    f"trial {trial.number}: epoch {epoch + 1}, "
+                    f"val CER {stats[OBJECTIVE]:.1%}, val seq acc {stats[TIE_BREAK]:.1%}"
+                )
+
+            return objective(cfg, trial, parent, (*callbacks, show_epoch))
+
+        # the next trial's number is len(seen) (numbers are given under the lock)
+        study.sampler = make_sampler(cfg.sampler, trial_seed(cfg.seed, cfg.study, len(seen)))
+        study.optimize(
+            run,
+            n_trials=1,
+            catch=(Exception,),
+            callbacks=[lambda _, trial: on_trial(trial)] if on_trial else None,
+        )
+
+    status = "RUNNING"
     try:
-        while cfg.timeout is None or time.monotonic() - started < cfg.timeout:
-            lock = StorageLock(cfg.storage).acquire()
-            try:
-                optuna.storages.fail_stale_trials(study)  # no-op without heartbeats
-                trials = study.get_trials(deepcopy=False)
-                done = sum(map(counted, trials))
-                bar.n = min(done, cfg.trials)
-                bar.refresh()
-                if done >= cfg.trials:
-                    status = "FINISHED"
-                    break
-                if done + sum(t.state == TrialState.RUNNING for t in trials) >= cfg.trials:
-                    if not wait:
-                        break
-                    lock.release()
-                    time.sleep(POLL_S)  # others run the last trials; wait for them or their failure
-                    continue
-
-                def run(trial: optuna.Trial, lock: StorageLock = lock) -> float:
-                    lock.release()  # the trial exists: others may count it now
-
-                    def show_epoch(epoch: int, stats: dict[str, float]) -> None:
-                        bar.set_postfix_str(
-                            f"trial {trial.number}: epoch {epoch + 1}, "
-                            f"val CER {stats[OBJECTIVE]:.1%}, val seq acc {stats[TIE_BREAK]:.1%}"
-                        )
-
-                    return objective(cfg, trial, parent, (*callbacks, show_epoch))
-
-                # the next trial's number is len(trials) (numbers are given under this lock)
-                study.sampler = make_sampler(
-                    cfg.sampler, trial_seed(cfg.seed, cfg.study, len(trials))
-                )
-                # optimize (not ask/tell) keeps the heartbeat that finds trials of dead workers
-                study.optimize(
-                    run,
-                    n_trials=1,
-                    catch=(Exception,),
-                    callbacks=[lambda _, trial: on_trial(trial)] if on_trial else None,
-                )
-            finally:
-                lock.release()
-        else:
-            status = "FINISHED"  # timed out: this command is done with the study
+        state = work_queue(study, look, take, wait, lock=cfg.storage, timeout=cfg.timeout)
+        if state != BUSY:  # done, or timed out: this command is done with the study
+            status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         bar.close()
         with StorageLock(cfg.storage):  # workers finishing together would insert the same tags
-            summarize_parent(study, parent, status or "RUNNING")
+            summarize_parent(study, parent, status)
     return sum(map(counted, study.get_trials(deepcopy=False))) >= cfg.trials
 
 
@@ -440,7 +401,7 @@ def _work_in_process(cfg: TuneConfig) -> None:
 
 def tune(cfg: TuneConfig, workers: int = 1, gpus: Sequence[str] = ()) -> optuna.Study:
     """Run ``workers`` processes on the study (this one included; ``gpus``: each one's CUDA
-    device, see :func:`~bench.study.worker_processes`); return the study."""
+    device, see :func:`~bench.orchestration.worker_processes`); return the study."""
     if cfg.trials < 1 or workers < 1:
         raise ValueError("--trials and --workers must be at least 1")
     open_storage(cfg.storage)  # create the schema once, before workers race to do it

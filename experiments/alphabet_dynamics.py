@@ -8,14 +8,14 @@ running average of squared updates, ``acc_delta``, times the group's rate over t
 gradient norm per group, the share of steps clipped, the probability of the blank and of the
 unused classes on 64 validation images, and the validation sequence and character accuracy::
 
-    BENCH_DATA_DIR=... python experiments/alphabet_dynamics.py --epochs 3 --seeds 0 1 2
+    BENCH_DATA_DIR=... python -m experiments.alphabet_dynamics --epochs 3 --seeds 0 1 2
 
 The causal test: ``dataset-slowconv`` (20 classes, the convolutions' Adadelta rate cut to a third,
 as the 37-class runs' conv updates are) and ``alnum-fastconv`` (37 classes, the convolutions' rate
 tripled), trained long enough to leave CTC's plateau; the summary gives the first epoch at which
 validation character accuracy reaches 50%::
 
-    BENCH_DATA_DIR=... python experiments/alphabet_dynamics.py --epochs 20 \
+    BENCH_DATA_DIR=... python -m experiments.alphabet_dynamics --epochs 20 \
         --variants dataset-slowconv,alnum-fastconv --out causal.csv
 
 ``alnum-masked`` and ``alnum-held`` (37 classes, the unused logits held at 0, about their initial
@@ -34,9 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bench.data import load_dataset
-from bench.spec import make_spec
-from bench.train import Trainer, prepare, seed_everything
+from bench import Trainer, build_trainer, load_dataset, make_spec, seed_everything
 
 VARIANTS = ("dataset", "alnum", "alnum-masked")
 # the value the unused classes' logits are held at. Their share of the probability at
@@ -69,7 +67,7 @@ def train_and_measure(dataset, variant: str, seed: int, epochs: int, grad_clip: 
     alphabet, _, change = variant.partition("-")  # e.g. alnum-held: 37 classes, unused held at 0
     # no clipping is a threshold never reached, so that every step's norm is still recorded
     hparams = {"alphabet": alphabet, "grad_clip": grad_clip or 1e9}
-    run = prepare(make_spec("crnn", dataset, hparams, seed=seed), dataset)
+    run = build_trainer(make_spec("crnn", dataset, hparams, seed=seed), dataset)
     used = set(dataset.source.charset)
     unused = torch.tensor([False] + [c not in used for c in run.codec.charset])
     groups = groups_of(run)

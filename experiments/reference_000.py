@@ -9,7 +9,7 @@ float / 255), ``CaptchaTransform`` and ``TfmdLists``, ``DataLoaders.from_dsets``
 file lists come from ``bench`` (``make_holdout_split``, what ``--set split=source`` trains on), so
 both see the same images. It needs fastai (``pip install fastai``; checked with 2.8.12)::
 
-    python experiments/reference_000.py --seed 0 --no-pretrained --out ref.json
+    python -m experiments.reference_000 --seed 0 --no-pretrained --out ref.json
 
 ``create_cnn_model``'s default ``pretrained=True`` downloads fastai's ImageNet xresnet50 and
 loads its stem (see bench's ``fastai_stem``); ``--no-pretrained`` starts from scratch, as bench's
@@ -26,10 +26,10 @@ import time
 import numpy as np
 import PIL
 import torch
-from reference_001 import run_reference
 from torchmetrics.functional.text import char_error_rate
 
-from bench.data.store import make_holdout_split
+from bench import make_holdout_split
+from experiments.reference_001 import run_reference
 
 
 def train(args: argparse.Namespace) -> dict:

@@ -7,13 +7,13 @@ clipping at 3, a shuffled ``DataLoader`` without ``drop_last``, greedy decoding 
 lists come from ``bench`` (``make_holdout_split``, the split ``--set split=source`` trains on), so
 both loops see the same images::
 
-    python experiments/reference_001.py --model crnn-modified --seed 0 --out ref.json
+    python -m experiments.reference_001 --model crnn-modified --seed 0 --out ref.json
 
 prints a line per epoch and writes the test CER, sequence accuracy and predictions as JSON (the
 fields ``bench compare`` writes them in). ``--table`` pairs such runs with ``bench``'s on the same
 test images and seeds, as ``bench ablate`` does::
 
-    python experiments/reference_001.py --table comparison.md \
+    python -m experiments.reference_001 --table comparison.md \
         --runs reports/reproduction/crnn-modified-captcha-v2-seed*.json \
         --reference-runs reports/reproduction/reference-001/crnn-modified-seed*.json
 
@@ -41,10 +41,7 @@ import torch.nn.functional as f
 from PIL import Image
 from torchmetrics.functional.text import char_error_rate
 
-from bench.ablate import ablation_table, markdown
-from bench.approaches import get_approach
-from bench.approaches.recipes import SOURCE_001_HOLDOUT
-from bench.data.store import make_holdout_split
+from bench import ablation_table, get_approach, make_holdout_split, markdown
 
 CHARS = string.digits + string.ascii_lowercase
 CHAR_TO_LABEL = {char: label for label, char in enumerate(CHARS, start=1)}
@@ -169,12 +166,12 @@ class TimeMajor(nn.Module):
 def bench_run(args: argparse.Namespace, files: list[str]):
     """bench's trainer for the same model and split, for ``--swap``'s parts (its split checked
     against the one this loop trains on)."""
-    from bench.data import load_dataset
-    from bench.spec import make_spec
-    from bench.train import prepare
+    from bench import build_trainer, load_dataset, make_spec
 
     dataset = load_dataset(f"folder:{args.data_dir}", split_seed=args.split_seed)
-    run = prepare(make_spec(args.model, dataset, {"split": "source"}, seed=args.seed), dataset)
+    run = build_trainer(
+        make_spec(args.model, dataset, {"split": "source"}, seed=args.seed), dataset
+    )
     if [run.store.files[i] for i in run.split.train.tolist()] != files:
         raise SystemExit("bench's source split differs from this loop's: nothing to swap into")
     return run
@@ -247,7 +244,7 @@ def train(args: argparse.Namespace) -> dict:
     build, width, batch_size, lr, epochs = RECIPES[args.model]
 
     files = sorted(p.name for p in args.data_dir.glob("*.png"))
-    split = make_holdout_split(files, args.split_seed, SOURCE_001_HOLDOUT[args.model])
+    split = make_holdout_split(files, args.split_seed, get_approach(args.model).defaults["holdout"])
     train_files = [files[i] for i in split.train.tolist()]
     run = bench_run(args, train_files) if args.swap else None
     train_set = OCRDataset(args.data_dir, train_files, width)

@@ -7,7 +7,7 @@ distance the first copy has moved. A share that grows by a large factor a step m
 chaotic: runs of two equivalent implementations part after a few steps, and only the outcome
 distributions over seeds can be compared::
 
-    BENCH_DATA_DIR=../shared/datasets python experiments/step_sensitivity.py --approach crnn
+    BENCH_DATA_DIR=../shared/datasets python -m experiments.step_sensitivity --approach crnn
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import copy
 
 import torch
 
-from bench.data import load_dataset
-from bench.spec import make_spec
-from bench.train import prepare, seed_everything
+from bench import build_trainer, load_dataset, make_spec, seed_everything
 
 
 def main() -> None:
@@ -33,7 +31,7 @@ def main() -> None:
 
     seed_everything(args.seed)
     dataset = load_dataset(args.dataset)
-    run = prepare(make_spec(args.approach, dataset, {"split": "source"}), dataset)
+    run = build_trainer(make_spec(args.approach, dataset, {"split": "source"}), dataset)
     twin = copy.deepcopy(run)  # model, optimizer and the rest, sharing nothing
     start = copy.deepcopy(run.model.state_dict())
     run.model.train(), twin.model.train()

@@ -124,22 +124,23 @@ def mlflow_server(backend_uri: str, artifacts: Path | None = None) -> Iterator[s
 
 
 def fit(approach, dataset, overrides=None, seed=0, device="auto", graphs="auto", **kwargs):
-    """``bench.train.train`` of a spec made from an approach name and overrides."""
-    from bench.spec import RunOptions, make_spec
-    from bench.train import train
+    """``bench.training.train`` of a spec made from an approach name and overrides."""
+    from bench.spec import make_spec
+    from bench.training import train
 
-    options = RunOptions(device=device, graphs=graphs)
     return train(
-        make_spec(approach, dataset, overrides, seed=seed, options=options), dataset, **kwargs
+        make_spec(approach, dataset, overrides, seed=seed, device=device, graphs=graphs),
+        dataset,
+        **kwargs,
     )
 
 
 def fit_tracked(approach, dataset, overrides=None, seed=0, device="auto", **kwargs):
-    """``bench.tracked.train_tracked`` of a spec made from an approach name and overrides."""
-    from bench.spec import RunOptions, make_spec
-    from bench.tracked import train_tracked
+    """``train_tracked`` of a spec made from an approach name and overrides."""
+    from bench.spec import make_spec
+    from bench.tracking.record import train_tracked
 
-    spec = make_spec(approach, dataset, overrides, seed=seed, options=RunOptions(device=device))
+    spec = make_spec(approach, dataset, overrides, seed=seed, device=device)
     return train_tracked(spec, dataset, **kwargs)
 
 
@@ -166,7 +167,7 @@ class StandInGraph:
 
 
 class StandInCapture:
-    """``bench.graphs.CAPTURE`` for the CPU tests: steps on any device "capture" into
+    """``bench.training.graphs.CAPTURE`` for the CPU tests: steps on any device "capture" into
     :class:`StandInGraph`; with ``fail``, recording draws from the generators (as a capture
     that dies midway leaves them) and raises ``RuntimeError(fail)``."""
 
@@ -211,8 +212,8 @@ class StandInCapture:
 
 @pytest.fixture
 def stand_in_capture(monkeypatch) -> StandInCapture:
-    """CUDA-graph capture simulated on CPU (``bench.graphs.CAPTURE`` replaced)."""
-    from bench import graphs
+    """CUDA-graph capture simulated on CPU (``bench.training.graphs.CAPTURE`` replaced)."""
+    from bench.training import graphs
 
     capture = StandInCapture()
     monkeypatch.setattr(graphs, "CAPTURE", capture)

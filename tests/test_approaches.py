@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from bench.approaches import create_model, get_approach, list_approaches
+from bench.approaches import get_approach, list_approaches
 from bench.approaches.registry import Approach, register
-from tests.experiments import load_experiment
+from bench.spec import create_model
+from experiments import reference_001
 
 SOURCE_APPROACHES = {
     "multihead": ("000", "ce", (3, 50, 200)),
@@ -180,7 +181,7 @@ def test_lstm_columns_carries_its_state_across_training_batches():
 def test_source_001_models_compute_what_the_reference_loop_computes(name, width):
     """bench's model and the notebook's class (experiments/reference_001.py), given the same
     weights, give the same logits: the reproduction gap is not the architecture."""
-    reference = load_experiment("reference_001")
+    reference = reference_001
     theirs = reference.RECIPES[name][0](37)
     mine, defaults = create_model(name, num_classes=37, max_len=5)
     _, ref_width, *ref_recipe = reference.RECIPES[name]
@@ -206,11 +207,11 @@ def test_source_001_training_steps_are_the_reference_loops_steps(name, captcha_v
 
     from bench.data import load_dataset
     from bench.spec import make_spec
-    from bench.train import prepare
+    from bench.training import build_trainer
 
-    reference = load_experiment("reference_001")
+    reference = reference_001
     dataset = load_dataset("captcha-v2")
-    run = prepare(make_spec(name, dataset, {"split": "source"}), dataset)
+    run = build_trainer(make_spec(name, dataset, {"split": "source"}), dataset)
     build, width, batch_size, lr, _ = reference.RECIPES[name]
     theirs = build(37)
     theirs.load_state_dict(

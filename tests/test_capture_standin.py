@@ -1,6 +1,6 @@
 """The CUDA-only paths run on CPU: capture, replay and the capture-failure fallback of
-:class:`~bench.graphs.StaticStep`, perf's graph timing and ``--workers auto``, with the stand-in
-of ``tests/conftest.py`` in place of ``torch.cuda.graph``."""
+:class:`~bench.training.graphs.StaticStep`, perf's graph timing and ``--workers auto``, with the
+stand-in of ``tests/conftest.py`` in place of ``torch.cuda.graph``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from bench.data import load_dataset
-from bench.graphs import WARMUP_STEPS, StaticStep
-from bench.options import RunOptions
 from bench.spec import make_spec
-from bench.train import prepare, seed_everything
+from bench.training import build_trainer, seed_everything
+from bench.training.graphs import WARMUP_STEPS
 from tests.conftest import StandInCapture
 
 TINY = "synthetic:tiny,count=120"
@@ -24,9 +23,9 @@ SMALL_GRU = {**SMALL, "seq_hidden": 16, "rotate": 5.0, "brightness": 0.2}
 
 def trainer(approach: str = "crnn-gru", overrides: dict | None = None):
     dataset = load_dataset(TINY)
-    spec = make_spec(approach, dataset, overrides or SMALL_GRU, options=RunOptions(device="cpu"))
+    spec = make_spec(approach, dataset, overrides or SMALL_GRU, device="cpu")
     seed_everything(0)
-    return prepare(spec, dataset)
+    return build_trainer(spec, dataset)
 
 
 def test_the_builder_seeds_the_augmentation_generator():
@@ -43,7 +42,7 @@ def test_captured_steps_warm_up_capture_once_per_batch_size_and_replay(stand_in_
     losses = []
     for capture in (False, True):
         run = trainer()
-        run.static = StaticStep(run, capture=capture)
+        run.use_static_step(capture=capture)
         train = run.split.train
         batches = [train[:16]] * (WARMUP_STEPS + 3) + [train[16:21]] * (WARMUP_STEPS + 2)
         torch.manual_seed(1)
@@ -56,11 +55,11 @@ def test_captured_steps_warm_up_capture_once_per_batch_size_and_replay(stand_in_
 
 
 def test_a_failed_capture_restores_the_generators_and_trains_eagerly(monkeypatch, capsys):
-    from bench import graphs
+    from bench.training import graphs
 
     monkeypatch.setattr(graphs, "CAPTURE", StandInCapture(fail="operation not permitted"))
     run = trainer()
-    run.static = StaticStep(run, capture=True)
+    run.use_static_step(capture=True)
     train = run.split.train
     for i in range(WARMUP_STEPS):
         run.train_step(train[16 * i : 16 * (i + 1)])
@@ -83,7 +82,7 @@ def test_perf_times_the_captured_step(stand_in_capture):
     from bench.perf import measure
 
     dataset = load_dataset(TINY)
-    spec = make_spec("crnn-gru", dataset, SMALL_GRU, options=RunOptions(device="cpu"))
+    spec = make_spec("crnn-gru", dataset, SMALL_GRU, device="cpu")
     row = measure(spec, dataset, steps=2)
     assert row["graph_img_s"] > 0 and row["graph_speedup"] > 0
     assert stand_in_capture.graphs and stand_in_capture.graphs[0].replays >= 2

@@ -23,12 +23,12 @@ set: {height: 32, width: 96, epochs: 1}
 @pytest.fixture
 def never_trains(monkeypatch):
     """Fails the test if anything starts training."""
-    import bench.train
+    import bench.training.trainer
 
     def refuse(*args, **kwargs):
         raise AssertionError("trained before checking its outputs")
 
-    monkeypatch.setattr(bench.train, "prepare", refuse)
+    monkeypatch.setattr(bench.training.trainer, "Trainer", refuse)
 
 
 @pytest.mark.parametrize(

@@ -314,7 +314,7 @@ def test_missing_captcha_v2_is_downloaded_extracted_and_cached(tmp_path, monkeyp
 
 def test_source_split_holds_out_its_share_and_validates_on_it():
     from bench.spec import make_spec
-    from bench.train import prepare
+    from bench.training import build_trainer
 
     dataset = load_dataset("synthetic:tiny,count=200")
     store = dataset.store(1, 32, 96)
@@ -324,7 +324,7 @@ def test_source_split_holds_out_its_share_and_validates_on_it():
     benchmark = dataset.split(store)
     assert benchmark.sizes() == {"train": 140, "val": 20, "test": 40}
     spec = make_spec("crnn", dataset, {"epochs": 1, "split": "source", "width": 96})
-    run = prepare(spec, dataset)
+    run = build_trainer(spec, dataset)
     assert run.data["n_train"] == 200 - round(200 * 250 / 1070)  # source 001's CRNN: 820/250
     assert run.split.val.equal(run.split.test)
 

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from bench.data import load_dataset
-from bench.train import Trainer
+from bench.training import Trainer
+from experiments import alphabet_dynamics, reference_001
 from tests.conftest import fit
-from tests.experiments import load_experiment
 from tests.test_train import FAST, TINY
 
 
@@ -29,7 +29,7 @@ def test_plateau_exit_is_the_first_epoch_at_the_level():
             for e, (c, q) in enumerate(zip(chars, seqs, strict=True))
         ]
     )
-    exits = load_experiment("alphabet_dynamics").plateau_exits(table)
+    exits = alphabet_dynamics.plateau_exits(table)
     assert exits.loc[("a", 0), "exit epoch"] == 3
     assert exits["first read"].tolist() == [2, 3]
     assert math.isnan(exits.loc[("b", 1), "exit epoch"])
@@ -42,7 +42,7 @@ def test_held_logits_take_their_value_and_pass_no_gradient(value):
     of the head learn nothing and nothing flows back through them, while the others still do."""
     torch.manual_seed(0)
     head, unused = nn.Linear(6, 5), torch.tensor([False, True, False, True, False])
-    load_experiment("alphabet_dynamics").hold_logits(head, unused, value)
+    alphabet_dynamics.hold_logits(head, unused, value)
     features = torch.randn(3, 6, requires_grad=True)
     logits = head(features)
     assert (logits[:, unused] == value).all() and (logits[:, ~unused] != value).all()
@@ -69,7 +69,7 @@ def test_bench_order_swap_draws_the_batches_benchs_loop_trains_on(monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", recording)
     fit("lstm-columns", load_dataset(TINY), {**FAST, "epochs": 2}, seed=5, progress=False)
     train_rows = seen[0][0]
-    order = load_experiment("reference_001").BenchOrder(len(train_rows), FAST["batch_size"], 5)
+    order = reference_001.BenchOrder(len(train_rows), FAST["batch_size"], 5)
     expected = [train_rows[batch].tolist() for _ in range(2) for batch in order]
     assert [idx for _, idx in seen] == expected
     assert expected[0] != expected[len(order)]  # a new permutation each epoch
@@ -78,7 +78,7 @@ def test_bench_order_swap_draws_the_batches_benchs_loop_trains_on(monkeypatch):
 
 
 def test_reference_tables_group_runs_by_the_parts_swapped_in(tmp_path):
-    reference = load_experiment("reference_001")
+    reference = reference_001
     files = [f"{i:05d}.png" for i in range(20)]
 
     def record(path, seed, correct, swap=None):

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 from bench.codecs import ctc_loss_dense
 from bench.data import load_dataset
-from bench.graphs import DeviceHyperparameters, StaticStep
-from bench.options import RunOptions, resolve_graphs
+from bench.options import resolve_graphs
 from bench.spec import make_spec
-from bench.train import prepare, seed_everything, step_schedule
+from bench.training import build_trainer, seed_everything
+from bench.training.graphs import DeviceHyperparameters
+from bench.training.loop import step_schedule
 
 TINY = "synthetic:tiny,count=120"
 SMALL = {"height": 32, "width": 96, "hidden": 32, "batch_size": 16, "epochs": 2}
@@ -57,11 +58,11 @@ def flat(parameters) -> torch.Tensor:
 def make_runs(approach: str, overrides: dict):
     """Two identical trainers of one spec (same initial weights and augmentation stream)."""
     dataset = load_dataset(TINY)
-    spec = make_spec(approach, dataset, overrides, options=RunOptions(device="cpu"))
+    spec = make_spec(approach, dataset, overrides, device="cpu")
     runs = []
     for _ in range(2):
         seed_everything(0)
-        run = prepare(spec, dataset)
+        run = build_trainer(spec, dataset)
         run.batcher.generator = torch.Generator().manual_seed(0)
         runs.append(run)
     return runs
@@ -101,7 +102,7 @@ def test_static_step_matches_the_eager_step(approach, overrides):
     free-running, rounding differences grow about tenfold a step where Adam-type updates
     normalise near-zero gradients): the same loss and the same update, to rounding."""
     eager, static = make_runs(approach, overrides)
-    static.static = StaticStep(static, capture=False)
+    static.use_static_step(capture=False)
     train = eager.split.train
     for step, idx in enumerate([train[:11], train[11:27], train[27:43]]):  # 11, 16, 16 images
         static.model.load_state_dict(eager.model.state_dict())
@@ -186,7 +187,7 @@ def test_graphs_are_on_only_for_cuda_runs_that_can_be_captured(capsys, monkeypat
 
 
 def test_cpu_specs_never_capture():
-    spec = make_spec("lstm-columns", load_dataset(TINY), SMALL, options=RunOptions(graphs="auto"))
+    spec = make_spec("lstm-columns", load_dataset(TINY), SMALL, graphs="auto")
     assert spec.graphs is False and spec.params()["graphs"] is False
 
 
@@ -207,15 +208,14 @@ def test_captured_step_replays_what_the_eager_step_computes(approach, schedule):
         "carry_state": False,
         "batch_size": 16,
     }
-    options = RunOptions(device="cuda", precision="fp32", graphs="off")
-    spec = make_spec(approach, dataset, overrides, options=options)
+    spec = make_spec(approach, dataset, overrides, device="cuda", precision="fp32", graphs="off")
     runs = []
     for capture in (False, True):
         seed_everything(0)
-        run = prepare(spec, dataset)
+        run = build_trainer(spec, dataset)
         run.batcher.generator = torch.Generator(device="cuda").manual_seed(0)
         if capture:
-            run.static = StaticStep(run, capture=True)
+            run.use_static_step(capture=True)
         runs.append(run)
     train = runs[0].split.train.cuda()
     losses = []
@@ -257,12 +257,11 @@ def test_a_failed_capture_trains_on_eagerly_with_working_random_streams(capsys):
     augmentation still draw: the failed capture leaves no generator in capture mode."""
     dataset = load_dataset(TINY)
     overrides = {"optimizer": "adam", "batch_size": 16, "dropout": 0.2}
-    options = RunOptions(device="cuda", precision="fp32", graphs="off")
-    spec = make_spec("crnn-gru", dataset, overrides, options=options)
+    spec = make_spec("crnn-gru", dataset, overrides, device="cuda", precision="fp32", graphs="off")
     seed_everything(0)
-    run = prepare(spec, dataset)
+    run = build_trainer(spec, dataset)
     run.batcher.generator = torch.Generator(device="cuda").manual_seed(0)
-    run.static = StaticStep(run, capture=True)
+    run.use_static_step(capture=True)
     capturable = run.static._step
 
     def step_with_host_read(idx: torch.Tensor) -> torch.Tensor:

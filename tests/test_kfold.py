@@ -73,7 +73,7 @@ def test_a_suites_folds_expand_its_finals_to_seeds_times_folds(tmp_path):
     path.write_text("approaches: [crnn]\nseeds: [0, 1]\nfolds: 3\n")
     suite = load_suite(path)
     assert suite.replicates == [(s, f) for s in (0, 1) for f in range(3)]
-    assert suite.final_overrides({})["split"] == "kfold" and suite.common_set["folds"] == 3
+    assert suite.final_overrides()["split"] == "kfold" and suite.common_set["folds"] == 3
     path.write_text("approaches: [crnn]\nfolds: 1\n")
     with pytest.raises(SuiteError, match="folds must be an integer >= 2"):
         load_suite(path)

@@ -30,6 +30,7 @@ from bench.report.stats import (
     pareto_front,
 )
 from bench.report.tables import CSV_COLUMNS, best_marks, leaderboard, paired_tests
+from bench.spec import Recipe
 from bench.tracking import log_metrics
 from bench.tune import TuneConfig, tune
 from tests.conftest import fit_tracked, write_images
@@ -105,14 +106,14 @@ def store(tmp_path_factory, mlflow_template, bench_cache):
         )
         tune(
             TuneConfig(
-                approach="lstm-columns",
-                dataset="synthetic:tiny,count=200",
+                recipe=Recipe.of(
+                    "lstm-columns", load_dataset("synthetic:tiny,count=200"), {**FAST, "epochs": 1}
+                ),
                 trials=3,
                 storage=f"sqlite:///{root / 'optuna.db'}",
                 suite="unit",
                 pruner="none",
                 experiment=HOSTILE_EXPERIMENT,
-                overrides={**FAST, "epochs": 1},
                 progress=False,
             )
         )

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 import bench.approaches.registry as registry
 from bench.approaches import list_approaches
+from bench.data import load_dataset
 from bench.suite import SuiteError, load_suite, run_suite
 from bench.tune import counted
 from tests.test_train import nan_approach
@@ -103,7 +104,7 @@ def test_a_failing_approach_is_reported_and_the_rest_goes_on(tmp_path, monkeypat
             "seeds: [0]\nset: {height: 32, width: 96, epochs: 1}\n",
         )
     )
-    outcome = run_suite(suite, f"sqlite:///{tmp_path / 'o.db'}", quiet=True)
+    outcome = run_suite(suite, suite.recipes(), f"sqlite:///{tmp_path / 'o.db'}", quiet=True)
     assert len(outcome.failures) == 1 and "nan" in outcome.failures[0]
     assert [row["approach"] for row in outcome.rows] == ["nan", "lstm-columns"]
     runs = final_runs(mlflow_store, "s")
@@ -197,12 +198,17 @@ def test_missing_captcha_v2_stops_before_any_training(tmp_path, monkeypatch):
 
 
 def test_a_budgeted_suite_counts_seconds_and_sets_its_workers(tmp_path):
-    from bench.suite.runner import Progress, Unit, WorkCounter, planned_work
+    from bench.suite.progress import Progress, WorkCounter
+    from bench.suite.runner import Unit, planned_work
 
-    text = "approaches: [crnn, ce-crnn]\nseeds: [0, 1]\nset: {budget: 3m}\nworkers: 2\n"
+    text = (
+        'datasets: ["synthetic:tiny,count=20"]\napproaches: [crnn, ce-crnn]\nseeds: [0, 1]\n'
+        "set: {budget: 3m}\nworkers: 2\n"
+    )
     suite = load_suite(write_suite(tmp_path, text))
     assert suite.workers == 2 and suite.common_set == {"budget": "3m"}
-    units = [Unit(suite, d, a, f"sqlite:///{tmp_path / 'o.db'}") for d, a in suite.pairs]
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    units = [Unit(suite, *recipes, storage) for recipes in suite.recipes().values()]
     assert planned_work(units) == (2 * 2 * 180, 0, "s")
     progress = Progress(720, 0, quiet=False)
     counter = WorkCounter(progress, seconds=True)
@@ -217,8 +223,10 @@ def test_a_budgeted_suite_counts_seconds_and_sets_its_workers(tmp_path):
     counter.finish(180)
     assert progress.bar.n == 900  # 360 + this run's 180, caught up to the storage's 900
     progress.close()
-    epochs = load_suite(write_suite(tmp_path, "approaches: [crnn]\nset: {epochs: 4}\n"))
-    assert planned_work([Unit(epochs, "captcha-v2", "crnn", units[0].storage)])[2] == "epoch"
+    text = 'datasets: ["synthetic:tiny,count=20"]\napproaches: [crnn]\nset: {epochs: 4}\n'
+    epochs = load_suite(write_suite(tmp_path, text))
+    units = [Unit(epochs, *recipes, storage) for recipes in epochs.recipes().values()]
+    assert planned_work(units)[2] == "epoch"
     assert load_suite("quick").common_set.get("budget")  # make bench's CPU suite is budgeted
 
 
@@ -231,10 +239,14 @@ def test_run_trains_at_the_suites_precision_unless_told(monkeypatch, tmp_path):
 
     seen = []
 
-    def fake_run_suite(suite, storage, **kwargs):
-        seen.append((suite.name, kwargs["run"].precision))
+    def fake_run_suite(suite, recipes, storage, **kwargs):
+        seen.append(
+            (suite.name, {recipe.precision for pair in recipes.values() for recipe in pair})
+        )
         raise Stop
 
+    tiny = load_dataset("synthetic:tiny,count=20")  # in place of every dataset of the suites
+    monkeypatch.setattr("bench.suite.schema.load_dataset", lambda *args, **kwargs: tiny)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("bench.suite.run_suite", fake_run_suite)
     plan = SimpleNamespace(wall_s=1.0, lines=lambda: ["plan"])  # no probe of the 8 approaches
@@ -244,4 +256,4 @@ def test_run_trains_at_the_suites_precision_unless_told(monkeypatch, tmp_path):
             main(["run", "--suite", "reproduce", "--device", "cpu", *extra])
     with pytest.raises(Stop):
         main(["run", "--suite", "smoke", "--device", "cpu"])
-    assert seen == [("reproduce", "fp32"), ("reproduce", "bf16"), ("smoke", "auto")]
+    assert seen == [("reproduce", {"fp32"}), ("reproduce", {"bf16"}), ("smoke", {"auto"})]

@@ -8,8 +8,9 @@ from PIL import Image
 
 from bench.data import load_dataset
 from bench.metrics import GAP, confusion_pairs
-from bench.recognizer import load_recognizer, read_images
+from bench.recognizer import read_images
 from bench.tracking import metric_name, tracking_uri
+from bench.tracking.models import load_recognizer
 from tests.conftest import fit_tracked
 
 TINY = "synthetic:tiny,count=120"

@@ -9,7 +9,7 @@ from bench.approaches import get_approach
 from bench.approaches.registry import Approach
 from bench.codecs import LabelError
 from bench.data import load_dataset
-from bench.train import NonFiniteLossError
+from bench.training import NonFiniteLossError
 from tests.conftest import fit
 
 TINY = "synthetic:tiny,count=120"
@@ -168,7 +168,7 @@ def test_short_training_learns_a_small_synthetic_set():
 
 def test_flops_include_the_recurrent_layers():
     """FlopCounterMode misses oneDNN's fused LSTM; the count must match the analytic figure."""
-    from bench.train import count_flops
+    from bench.training.trainer import count_flops
 
     lstm = nn.LSTM(60, 32, num_layers=2, bidirectional=True, batch_first=True)
 
@@ -186,7 +186,7 @@ def test_checkpoints_are_keyed_by_the_code_and_a_finished_run_says_it_is_reused(
 ):
     import bench.spec as spec_module
     from bench.spec import make_spec
-    from bench.train import checkpoint_path
+    from bench.training.checkpoint import checkpoint_path
 
     dataset = load_dataset(TINY)
     spec = make_spec("lstm-columns", dataset, {**FAST, "epochs": 1})
@@ -210,7 +210,7 @@ def test_checkpoints_are_keyed_by_the_code_and_a_finished_run_says_it_is_reused(
 
 
 def test_spec_changes_with_every_setting_that_changes_a_result():
-    from bench.spec import RunOptions, make_spec
+    from bench.spec import make_spec
 
     dataset = load_dataset(TINY)
     base = make_spec("lstm-columns", dataset, FAST)
@@ -219,8 +219,8 @@ def test_spec_changes_with_every_setting_that_changes_a_result():
         make_spec("lstm-columns", dataset, {**FAST, "lr": 0.5}),
         make_spec("lstm-columns", dataset, FAST, seed=1),
         make_spec("lstm-columns", load_dataset(TINY, split_seed=1), FAST),
-        make_spec("lstm-columns", dataset, FAST, options=RunOptions(precision="bf16")),
-        make_spec("lstm-columns", dataset, FAST, options=RunOptions(compile=True)),
+        make_spec("lstm-columns", dataset, FAST, precision="bf16"),
+        make_spec("lstm-columns", dataset, FAST, compile=True),
         make_spec("lstm-columns", load_dataset("synthetic:tiny,count=100"), FAST),
     ]
     assert len({base.digest, *(o.digest for o in others)}) == 7
@@ -233,13 +233,13 @@ def test_spec_changes_with_every_setting_that_changes_a_result():
 def test_output_alphabet_sets_the_number_of_classes():
     """Source 001's heads read digits + lowercase (37 classes) whatever the dataset holds."""
     from bench.spec import make_spec
-    from bench.train import prepare
+    from bench.training import build_trainer
 
     dataset = load_dataset(TINY)  # digits only
 
     def classes(approach, **overrides):
         spec = make_spec(approach, dataset, {"epochs": 1, **overrides})
-        return prepare(spec, dataset).codec.num_classes
+        return build_trainer(spec, dataset).codec.num_classes
 
     assert classes("crnn") == classes("ce-crnn") == classes("crnn-modified") == 37
     assert classes("crnn", alphabet="dataset") == 11
@@ -247,18 +247,18 @@ def test_output_alphabet_sets_the_number_of_classes():
     letters = load_dataset("synthetic:tiny,charset=abc,count=60")
     spec = make_spec("lstm-columns", letters, {**FAST, "alphabet": "digits"})
     with pytest.raises(ValueError, match="alphabet='digits' lacks the dataset's characters 'abc'"):
-        prepare(spec, letters)
+        build_trainer(spec, letters)
     with pytest.raises(ValueError, match="alphabet='greek' is out of range"):
         make_spec("crnn", dataset, {"alphabet": "greek"})
 
 
 def test_fastai_weight_decay_leaves_norm_layers_and_biases_undecayed():
     from bench.spec import make_spec
-    from bench.train import prepare
+    from bench.training import build_trainer
 
     dataset = load_dataset(TINY)
     tiny = {"backbone": "test_resnet", "height": 32, "width": 96, "epochs": 1}
-    run = prepare(make_spec("multihead", dataset, tiny), dataset)
+    run = build_trainer(make_spec("multihead", dataset, tiny), dataset)
     decayed, exempt = run.optimizer.param_groups
     assert decayed["weight_decay"] == 0.01 and exempt["weight_decay"] == 0.0
     norms = [m for m in run.model.modules() if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d)]
@@ -266,14 +266,16 @@ def test_fastai_weight_decay_leaves_norm_layers_and_biases_undecayed():
     assert norms and all(id(m.weight) in exempt_ids for m in norms)
     assert all(p.ndim > 1 for p in decayed["params"])  # conv and linear weights only
     assert len(decayed["params"]) + len(exempt["params"]) == len(list(run.model.parameters()))
-    everything = prepare(make_spec("multihead", dataset, {**tiny, "wd_bn_bias": True}), dataset)
+    everything = build_trainer(
+        make_spec("multihead", dataset, {**tiny, "wd_bn_bias": True}), dataset
+    )
     assert len(everything.optimizer.param_groups) == 1
 
 
 def test_a_time_budget_stops_training_on_time_and_ends_its_schedule(monkeypatch, request):
     import time
 
-    from bench.train import Trainer
+    from bench.training import Trainer
 
     steps, original = [], Trainer.train_step
 
@@ -317,7 +319,7 @@ def test_a_budget_ending_mid_epoch_keeps_the_partial_epoch():
 
 def test_schedule_position_follows_steps_or_the_budget_used():
     from bench.hparams import TrainConfig
-    from bench.train import schedule_position
+    from bench.training.optim import schedule_position
 
     epochs_only = TrainConfig(epochs=2)
     assert [schedule_position(epochs_only, s, 99.0, 20) for s in (0, 7, 20)] == [0, 7, 20]
@@ -330,7 +332,8 @@ def test_schedule_position_follows_steps_or_the_budget_used():
 @pytest.mark.parametrize("schedule", ["onecycle", "linear"])
 def test_moving_a_schedule_by_position_equals_stepping_it(schedule):
     from bench.hparams import TrainConfig
-    from bench.train import make_schedule, step_schedule
+    from bench.training.loop import step_schedule
+    from bench.training.optim import make_schedule
 
     cfg = TrainConfig(epochs=3, schedule=schedule, lr=0.1, optimizer="adam")
 
@@ -355,7 +358,7 @@ def test_onecycle_is_fastais_fit_one_cycle():
     lr/25, peaks at lr after 25% of the steps, ends at lr/1e5 (torch's final factor divides the
     start, not the peak); beta1 goes 0.95 -> 0.85 -> 0.95."""
     from bench.hparams import TrainConfig
-    from bench.train import make_schedule
+    from bench.training.optim import make_schedule
 
     cfg = TrainConfig(epochs=10, schedule="onecycle", lr=3e-3, optimizer="adamw", pct_start=0.25)
     optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=3e-3)

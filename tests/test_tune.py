@@ -4,9 +4,11 @@ import pytest
 from optuna.trial import TrialState
 
 import bench.approaches.registry as registry
-import bench.tracked as tracked_module
+import bench.tracking.record as tracked_module
 import bench.tune as tune_module
 from bench.approaches import get_approach
+from bench.data import load_dataset
+from bench.spec import Recipe
 from bench.tune import TuneConfig, counted, study_report, tune
 from tests.test_train import nan_approach
 
@@ -14,13 +16,11 @@ TINY = "synthetic:tiny,count=120"
 FIXED = {"height": 32, "width": 96, "hidden": 16, "epochs": 3}
 
 
-def config(tmp_path, trials: int, **kwargs) -> TuneConfig:
+def config(tmp_path, trials: int, epochs: int = FIXED["epochs"], **kwargs) -> TuneConfig:
     return TuneConfig(
-        approach="lstm-columns",
-        dataset=TINY,
+        recipe=Recipe.of("lstm-columns", load_dataset(TINY), {**FIXED, "epochs": epochs}),
         trials=trials,
         storage=f"sqlite:///{tmp_path / 'optuna.db'}",
-        overrides=dict(FIXED),
         progress=False,
         **kwargs,
     )
@@ -109,25 +109,21 @@ def test_nan_loss_prunes_with_the_reason_and_errors_fail_only_their_trial(tmp_pa
     nan = nan_approach(height=32, width=96)
     monkeypatch.setitem(registry._REGISTRY, "nan", nan)
     cfg = TuneConfig(
-        approach="nan",
-        dataset=TINY,
+        recipe=Recipe.of("nan", load_dataset(TINY), {"epochs": 2}),
         trials=2,
         storage=f"sqlite:///{tmp_path}/o.db",
-        overrides={"epochs": 2},
         progress=False,
     )
     study = tune(cfg)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
     assert "training loss is nan" in study.trials[0].user_attrs["prune_reason"]
 
-    broken = TuneConfig(
-        approach="lstm-columns",
-        dataset=TINY,
+    broken = TuneConfig(  # width 2: too narrow for the labels, fails in each trial
+        recipe=Recipe.of("lstm-columns", load_dataset(TINY), {**FIXED, "width": 2}),
         trials=2,
         study="broken",
         storage=f"sqlite:///{tmp_path}/o.db",
         progress=False,
-        overrides={**FIXED, "width": 2},  # too narrow for the labels: fails in each trial
     )
     study = tune(broken)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
@@ -191,19 +187,17 @@ def test_bad_settings_are_refused_before_any_trial(tmp_path):
     with pytest.raises(ValueError, match="unknown sampler 'grid'"):
         config(tmp_path, 1, sampler="grid")
     with pytest.raises(ValueError, match="optimizer='nope' is out of range"):
-        TuneConfig(approach="lstm-columns", dataset=TINY, trials=1, overrides={"optimizer": "nope"})
+        Recipe.of("lstm-columns", load_dataset(TINY), {"optimizer": "nope"})
     with pytest.raises(ValueError, match="epochs=0 is out of range"):
-        TuneConfig(approach="lstm-columns", dataset=TINY, trials=1, overrides={"epochs": 0})
+        Recipe.of("lstm-columns", load_dataset(TINY), {"epochs": 0})
 
 
 def test_journal_storage_is_accepted(tmp_path):
     cfg = TuneConfig(
-        approach="lstm-columns",
-        dataset=TINY,
+        recipe=Recipe.of("lstm-columns", load_dataset(TINY), {**FIXED, "epochs": 1}),
         trials=1,
         pruner="none",
         storage=str(tmp_path / "journal.log"),
-        overrides={**FIXED, "epochs": 1},
         progress=False,
     )
     assert len(tune(cfg).trials) == 1
@@ -216,23 +210,20 @@ def searched(study: optuna.Study) -> list[tuple]:
 
 def test_resumed_study_never_replays_a_configuration(tmp_path):
     """--trials 2, then --trials 4: the sampler must not start its draws over (it once did)."""
-    cfg = config(tmp_path, 2, pruner="none", sampler="random")
-    cfg.overrides["epochs"] = 1
+    cfg = config(tmp_path, 2, epochs=1, pruner="none", sampler="random")
     tune(cfg)
     cfg.trials = 4
     study = tune(cfg)
     params = searched(study)
     assert len(params) == 4 and len(set(params)) == 4
     # reproducible: the same study in a new storage draws the same configurations
-    again = config(tmp_path, 4, pruner="none", sampler="random")
+    again = config(tmp_path, 4, epochs=1, pruner="none", sampler="random")
     again.storage = f"sqlite:///{tmp_path / 'again.db'}"
-    again.overrides["epochs"] = 1
     assert searched(tune(again))[1:] == params[1:]
 
 
 def test_concurrent_workers_draw_distinct_configurations(tmp_path):
-    cfg = config(tmp_path, 4, pruner="none", sampler="random")
-    cfg.overrides["epochs"] = 1
+    cfg = config(tmp_path, 4, epochs=1, pruner="none", sampler="random")
     params = searched(tune(cfg, workers=2))
     assert len(params) == 4 and len(set(params)) == 4
 
@@ -246,8 +237,7 @@ def test_trials_never_evaluate_the_test_split(tmp_path, mlflow_store, monkeypatc
         return original(*args, **kwargs)
 
     monkeypatch.setattr(tracked_module, "train", spy)
-    cfg = config(tmp_path, 2, pruner="none")
-    cfg.overrides["epochs"] = 1
+    cfg = config(tmp_path, 2, epochs=1, pruner="none")
     tune(cfg)
     assert calls == [False, False]
     for run in runs(mlflow_store, trial_state="complete"):

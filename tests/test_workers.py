@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from bench.study.workers import (
+from bench.orchestration.workers import (
     auto_workers,
     parse_workers,
     worker_processes,
@@ -66,7 +66,7 @@ def train_until_interrupted(folder: str) -> None:
 def test_a_kill_of_the_first_worker_interrupts_the_others(tmp_path, monkeypatch):
     """A kill (SIGTERM, raised as KeyboardInterrupt) reaches only the process it names: the
     others, still working after the grace, are interrupted the same way instead of working on."""
-    from bench.study import workers
+    from bench.orchestration import workers
 
     monkeypatch.setattr(workers, "INTERRUPT_GRACE_S", 1.0)
     folder = tmp_path / "seen"

@@ -12,10 +12,9 @@ from bench.approaches import (  # noqa: F401  (registration happens on import)
 )
 from bench.approaches.registry import (
     Approach,
-    create_model,
     get_approach,
     list_approaches,
     register,
 )
 
-__all__ = ["Approach", "create_model", "get_approach", "list_approaches", "register"]
+__all__ = ["Approach", "get_approach", "list_approaches", "register"]

@@ -1,4 +1,4 @@
-"""The approach registry: ``register``, ``get_approach``, ``list_approaches``, ``create_model``."""
+"""The approach registry: ``register``, ``get_approach``, ``list_approaches``."""
 
 from __future__ import annotations
 
@@ -119,12 +119,3 @@ def get_approach(name: str) -> Approach:
 def list_approaches() -> list[str]:
     """Registered names, by source document, then name."""
     return sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].source, name))
-
-
-def create_model(
-    name: str, num_classes: int, max_len: int, **overrides: Any
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Build approach ``name``'s model; returns it with the resolved hyperparameters."""
-    approach = get_approach(name)
-    hp = approach.resolve(overrides)
-    return approach.build_model(num_classes, max_len, hp), hp

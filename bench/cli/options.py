@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from bench.options import DEVICES, GRAPHS, PRECISIONS, RunOptions
+from bench.options import DEVICES, GRAPHS, PRECISIONS
 
 APPROACH_HELP = "an approach name (`python -m bench list` shows them)"
 STORAGE_DEFAULT = "(default: $BENCH_OPTUNA_STORAGE, else sqlite:///optuna.db)"
@@ -107,7 +107,7 @@ def add_experiment_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_storage_option(p: argparse.ArgumentParser, help: str = STORAGE_HELP) -> None:
-    """``--storage``: the Optuna storage (read with :func:`bench.study.storage_url`)."""
+    """``--storage``: the Optuna storage (read with :func:`bench.orchestration.storage_url`)."""
     p.add_argument("--storage", help=help)
 
 
@@ -133,7 +133,7 @@ def add_serve_options(p: argparse.ArgumentParser, port: int) -> None:
 
 
 def workers_arg(value: str) -> int | str:
-    from bench.study import parse_workers
+    from bench.orchestration import parse_workers
 
     try:
         return parse_workers(value)
@@ -141,8 +141,15 @@ def workers_arg(value: str) -> int | str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def run_options(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(args.device, args.precision or "auto", args.compile, args.graphs)
+def how_from(args: argparse.Namespace) -> dict[str, Any]:
+    """How to run, from the flags: device, precision (None: a suite's own, else auto), compile,
+    graphs."""
+    return {
+        "device": args.device,
+        "precision": args.precision,
+        "compile": args.compile,
+        "graphs": args.graphs,
+    }
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
@@ -159,7 +166,7 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 def overrides_from(args: argparse.Namespace, *approaches: str) -> dict[str, Any]:
     """``--set``, ``--epochs`` and ``--budget``, checked against each approach before any data
     work."""
-    from bench.approaches import get_approach
+    from bench.spec import resolve_hparams
 
     overrides = parse_assignments(args.set)
     if args.epochs is not None:
@@ -170,7 +177,7 @@ def overrides_from(args: argparse.Namespace, *approaches: str) -> dict[str, Any]
         positive_duration(args.budget, "--budget")
         overrides["budget"] = args.budget
     for name in approaches:
-        get_approach(name).resolve(overrides)
+        resolve_hparams(name, overrides)
     return overrides
 
 

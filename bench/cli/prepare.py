@@ -1,5 +1,5 @@
-"""What the commands check and build before any training: the run's spec, the dataset, the
-writable outputs and stores, the worker processes."""
+"""What the commands check and build before any training: the recipes of their runs, the
+dataset, the writable outputs and stores, the worker processes."""
 
 from __future__ import annotations
 
@@ -8,25 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.cli.options import run_options
-from bench.options import RunOptions, resolve_device
+from bench.cli.options import how_from
+from bench.options import resolve_device
 
 
-def spec_from(
-    args: argparse.Namespace,
-    approach: str,
-    dataset: Any,
-    overrides: dict,
-    seed: int,
-    options: RunOptions | None = None,
-    fold: int = 0,
-):
-    """The run's spec from the command line (checked before any training or MLflow run)."""
-    from bench.spec import make_spec
+def recipe_from(args: argparse.Namespace, approach: str, dataset: Any, overrides: dict, **how):
+    """The recipe of ``approach`` from the command line: its overrides and how to run (``how``
+    replaces the flags' device, precision, compile, graphs); checked before any work."""
+    from bench.spec import Recipe
 
-    return make_spec(
-        approach, dataset, overrides, seed=seed, options=options or run_options(args), fold=fold
-    )
+    how = {k: v for k, v in {**how_from(args), **how}.items() if v is not None}
+    return Recipe.of(approach, dataset, overrides, args.data_dir, **how)
 
 
 def load_dataset(*args: Any, **kwargs: Any) -> Any:
@@ -34,11 +26,6 @@ def load_dataset(*args: Any, **kwargs: Any) -> Any:
     from bench.data import load_dataset
 
     return load_dataset(*args, **kwargs)
-
-
-def folds_of(hparams: dict[str, Any]) -> range:
-    """Every fold of a k-fold split (``split=kfold``), else the one split."""
-    return range(hparams["folds"]) if hparams["split"] == "kfold" else range(1)
 
 
 def preflight(
@@ -68,7 +55,7 @@ def workers_from(
     """``--workers``: a count (spread over the visible GPUs on CUDA), or ``auto``: measured on
     CUDA from free memory and the peak of a few training steps of each (spec, dataset) of
     ``probes``; one process on CPU."""
-    from bench.study import auto_workers, visible_gpus
+    from bench.orchestration import auto_workers, visible_gpus
 
     cuda = resolve_device(args.device) == "cuda"
     if args.workers != "auto":

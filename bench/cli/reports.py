@@ -4,15 +4,14 @@ comparison page from MLflow)."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bench.cli import options as opt
-from bench.cli.prepare import load_dataset, preflight, spec_from
-from bench.options import RUN_OPTION_KEYS
+from bench.cli.prepare import load_dataset, preflight, recipe_from
+from bench.options import HOW_KEYS
 
 
 def add_ablate(sub: argparse._SubParsersAction) -> None:
@@ -59,10 +58,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
 
     def variant(value: Any, seed: int):
-        if key in RUN_OPTION_KEYS:  # how to run (precision, graphs, ...), not a hyperparameter
-            options = replace(opt.run_options(args), **{key: value})
-            return spec_from(args, args.approach, dataset, base, seed, options)
-        return spec_from(args, args.approach, dataset, {**base, key: value}, seed)
+        if key in HOW_KEYS:  # how to run (precision, graphs, ...), not a hyperparameter
+            return recipe_from(args, args.approach, dataset, base, **{key: value}).spec(seed=seed)
+        return recipe_from(args, args.approach, dataset, {**base, key: value}).spec(seed=seed)
 
     specs = [(value, variant(value, seed)) for value in values for seed in args.seeds]
     out = args.out or Path("reports/ablations") / f"{args.approach}-{key}"

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from bench.cli import options as opt
-from bench.cli.prepare import load_dataset, preflight, spec_from
-from bench.config import cache_dir
+from bench.cli.prepare import load_dataset, preflight, recipe_from
+from bench.paths import cache_dir
 
 LIST_LEGEND = (
     "source: the write-up it reproduces; loss: ce (a class per character position) or ctc "
@@ -47,9 +47,9 @@ def approach_rows() -> list[tuple[str, ...] | str]:
     import torch
 
     from bench.approaches import get_approach, list_approaches
-    from bench.approaches.registry import create_model
     from bench.data.sources import CAPTCHA_V2_CHARSET
     from bench.hparams import TrainConfig
+    from bench.spec import create_model
 
     rows: list[tuple[str, ...] | str] = []
     for name in list_approaches():
@@ -102,7 +102,7 @@ def cmd_perf(args: argparse.Namespace) -> None:
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
-    specs = [spec_from(args, name, dataset, overrides, 0) for name in approaches]
+    specs = [recipe_from(args, name, dataset, overrides).spec() for name in approaches]
     concurrency = args.concurrency
     if concurrency is None:  # the many-trials-per-GPU sweep; a CPU training uses every core
         concurrency = [1, 2, 4, 8] if specs[0].device == "cuda" else []
@@ -125,22 +125,14 @@ def cmd_perf(args: argparse.Namespace) -> None:
 
 def log_perf(frame, device: str, dataset: str, steps: int) -> None:
     """The perf table in MLflow (experiment ``perf``): a metric per approach and column."""
-    import mlflow
+    from bench.tracking import log_perf as log
 
-    from bench.tracking import environment, use_experiment
-
-    use_experiment("perf")
-    with mlflow.start_run(run_name=f"perf {device} {dataset}"):
-        mlflow.log_params({**environment(), "dataset": dataset, "steps": steps})
-        for row in frame.to_dict("records"):
-            mlflow.log_metrics(
-                {
-                    f"{row['approach']}.{k}": float(v)
-                    for k, v in row.items()
-                    if isinstance(v, int | float)
-                }
-            )
-        mlflow.log_text(frame.to_csv(index=False), "perf.csv")
+    figures = {
+        row["approach"]: {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
+        for row in frame.to_dict("records")
+    }
+    params = {"dataset": dataset, "steps": steps}
+    log(f"perf {device} {dataset}", params, figures, frame, "perf")
 
 
 def add_ui(sub: argparse._SubParsersAction) -> None:
@@ -177,7 +169,7 @@ def add_dashboard(sub: argparse._SubParsersAction) -> None:
 def cmd_dashboard(args: argparse.Namespace) -> None:
     """Serve the Optuna storage with optuna-dashboard: each tuning study with its objective's
     name; the suites' final trainings are the studies ending in /final."""
-    from bench.study import storage_url
+    from bench.orchestration import storage_url
 
     storage = storage_url(args.storage)
     print(f"Optuna dashboard of {storage}: http://{args.host}:{args.port}/", flush=True)

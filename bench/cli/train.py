@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from bench.cli import options as opt
-from bench.cli.prepare import folds_of, load_dataset, preflight, spec_from
-from bench.config import cache_dir
+from bench.cli.prepare import load_dataset, preflight, recipe_from
 from bench.errors import DataError
+from bench.paths import cache_dir
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -44,10 +44,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     dataset = load_dataset(
         args.dataset, data_dir=args.data_dir, split_seed=args.split_seed, skip_bad=args.skip_bad
     )
-    spec = spec_from(args, args.approach, dataset, overrides, args.seed, fold=args.fold)
+    spec = recipe_from(args, args.approach, dataset, overrides).spec(seed=args.seed, fold=args.fold)
     preflight(out_file=args.out)
-    from bench.tracked import train_tracked
-    from bench.train import EpochLines
+    from bench.tracking.record import train_tracked
+    from bench.training import EpochLines
 
     result, run_id = train_tracked(
         spec,
@@ -91,17 +91,17 @@ def cmd_compare(args: argparse.Namespace) -> None:
     results go to OUT/<approach>-<dataset>-seed<S>[-fold<F>].json and the table to
     OUT/results.csv and OUT/results.md. Finished results are kept: a re-run of the same settings
     resumes; other settings over a kept result are refused."""
-    from bench.approaches import get_approach
     from bench.results import train_and_record, write_table
 
     approaches = opt.approaches_from(args)
     overrides = opt.overrides_from(args, *approaches)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
+    recipes = [recipe_from(args, name, dataset, overrides) for name in approaches]
     specs = [
-        spec_from(args, name, dataset, overrides, seed, fold=fold)
-        for name in approaches
+        recipe.spec(seed=seed, fold=fold)
+        for recipe in recipes
         for seed in args.seeds
-        for fold in folds_of(get_approach(name).resolve(overrides))
+        for fold in recipe.folds()
     ]
     preflight(out_folder=args.out)
     for spec in specs:
@@ -133,7 +133,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     """Load a model logged by train (an MLflow run id, a runs:/ or models:/ URI, or a local
     model folder) and print what it reads."""
-    from bench.recognizer import load_recognizer, read_images
+    from bench.recognizer import read_images
+    from bench.tracking.models import load_recognizer
 
     for path in args.images:  # before loading the model
         if not path.is_file():

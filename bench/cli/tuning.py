@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench.cli import options as opt
-from bench.cli.prepare import load_dataset, preflight, spec_from, workers_from
+from bench.cli.prepare import load_dataset, preflight, recipe_from, workers_from
 from bench.errors import ReportError
-from bench.options import RunOptions, resolve_device
+from bench.options import resolve_device
 
 SUMMARY_LEGEND = (
     "n: final runs (seeds x folds); seq_acc, char_acc, cer: pooled over their test images, "
@@ -44,16 +43,17 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
 def cmd_tune(args: argparse.Namespace) -> None:
     """Tune an approach on the validation split (the test split is never used). Re-running the
     same command resumes the study until --trials trials have finished."""
-    from bench.study import storage_url
+    from bench.orchestration import storage_url
     from bench.tune import TuneConfig, study_report, tune
 
     overrides = opt.overrides_from(args, args.approach)
     resolve_device(args.device)  # no CUDA: an error before any trial
     preflight(storage=storage_url(args.storage))
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir)  # missing: stop before any trial
+    # a missing dataset stops here, before any trial
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
+    recipe = recipe_from(args, args.approach, dataset, overrides)
     cfg = TuneConfig(
-        approach=args.approach,
-        dataset=args.dataset,
+        recipe=recipe,
         trials=args.trials,
         storage=storage_url(args.storage),
         study=args.study or "",
@@ -61,17 +61,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
         timeout=args.timeout,
         pruner=args.pruner,
         sampler=args.sampler,
-        overrides=overrides,
         seed=args.seed,
-        run=opt.run_options(args),
-        data_dir=opt.data_dir_of(args),
-        split_seed=args.split_seed,
         experiment=args.experiment,
         progress=not args.quiet,
     )
-    workers, gpus = workers_from(
-        args, lambda: [(spec_from(args, args.approach, dataset, overrides, args.seed), dataset)]
-    )
+    workers, gpus = workers_from(args, lambda: [(recipe.spec(seed=args.seed), dataset)])
     report = study_report(tune(cfg, workers, gpus))
     for key, value in report.items():
         shown = f"{value:.2%}" if key.startswith("best_val_") and value is not None else value
@@ -116,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     MLflow; then the HTML report and a summary table. Interrupt it at any time: the same command
     resumes, redoing nothing that finished."""
     from bench.hparams import format_duration
-    from bench.study import storage_url
+    from bench.orchestration import storage_url
     from bench.suite import default_suites, load_suite, run_suite
 
     suites = [load_suite(name) for name in args.suite or default_suites()]
@@ -125,22 +119,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / suites[0].name / "index.html"
     if not args.plan:  # the plan creates nothing; a run checks everything it will write first
         preflight(out_file=out, storage=storage)
-    plans = [plan_run(args, suite) for suite in suites]
+    recipes = [suite.recipes(args.data_dir, **opt.how_from(args)) for suite in suites]
+    plans = [plan_run(args, suite, units) for suite, units in zip(suites, recipes, strict=True)]
     if len(plans) > 1:
         total = sum(plan.wall_s for plan, _, _ in plans)
         print(f"estimated wall time of the {len(plans)} suites: {format_duration(total)}")
     if args.plan:
         return 0
     failures = []
-    for suite, (plan, workers, gpus) in zip(suites, plans, strict=True):
+    for suite, units, (plan, workers, gpus) in zip(suites, recipes, plans, strict=True):
         outcome = run_suite(
             suite,
+            units,
             storage,
-            data_dir=opt.data_dir_of(args),
             quiet=args.quiet,
             workers=workers,
             gpus=gpus,
-            run=suite_options(args, suite),
             tags={"plan_estimate_s": round(plan.wall_s)},
         )
         failures += outcome.failures
@@ -183,29 +177,19 @@ def where_things_are(experiment: str, storage: str) -> str:
     )
 
 
-def suite_options(args: argparse.Namespace, suite: Any) -> RunOptions:
-    """How a suite's runs train: the command line's options, the suite's precision unless
-    ``--precision`` says otherwise."""
-    return replace(opt.run_options(args), precision=args.precision or suite.precision)
-
-
-def plan_run(args: argparse.Namespace, suite: Any) -> tuple[Any, int, list[str]]:
-    """A suite's workers (``--workers``, else the suite's) and its plan, printed."""
+def plan_run(args: argparse.Namespace, suite: Any, recipes: dict) -> tuple[Any, int, list[str]]:
+    """A suite's workers (``--workers``, else the suite's) and its plan, printed; ``recipes``:
+    the suite's (:meth:`~bench.suite.Suite.recipes`), made with the command line's how-to-run
+    (the suite's precision unless ``--precision`` says otherwise)."""
     from bench.suite.plan import plan_suite
 
     print(f"suite {suite.name} ({suite.path}): {suite.description}", flush=True)
-    options = suite_options(args, suite)
 
     def probes() -> list[tuple[Any, Any]]:
-        pairs = []
-        for name, approach in suite.pairs:
-            dataset = load_dataset(name, data_dir=args.data_dir, split_seed=suite.split_seed)
-            overrides = suite.final_overrides({})
-            pairs.append((spec_from(args, approach, dataset, overrides, 0, options), dataset))
-        return pairs
+        return [(final.spec(), final.load_dataset()) for _, final in recipes.values()]
 
     asked = args.workers if args.workers is not None else suite.workers
     workers, gpus = workers_from(argparse.Namespace(workers=asked, device=args.device), probes)
-    plan = plan_suite(suite, options, workers, data_dir=opt.data_dir_of(args))
+    plan = plan_suite(suite, recipes, workers)
     print("\n".join(plan.lines()), flush=True)
     return plan, workers, gpus

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.config import cache_dir, data_dirs
 from bench.errors import DataError
+from bench.paths import cache_dir, data_dirs
 
 
 class DatasetMismatchWarning(UserWarning):

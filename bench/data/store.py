@@ -13,8 +13,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from bench.config import cache_dir
 from bench.data.sources import DataError, Source
+from bench.paths import cache_dir
 
 MODES = {1: "L", 3: "RGB"}
 # convert-resize: convert to the channels, then a bilinear resize (the benchmark's); resize-convert:

@@ -19,13 +19,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bench.data import load_dataset
-from bench.graphs import WARMUP_STEPS, StaticStep
 from bench.hparams import format_duration
-from bench.options import RunOptions
-from bench.spec import RunSpec, make_spec
+from bench.spec import Recipe, RunSpec
 from bench.suite.schema import Suite
-from bench.train import prepare, seed_everything
+from bench.training import build_trainer
+from bench.training.graphs import WARMUP_STEPS
 
 PROBE_STEPS = 5  # timed training steps per approach (their median), after the warm-up
 TRACKING_S = 2.0  # per run: MLflow params, figures and predictions (measured on the 2-core CPU)
@@ -85,10 +83,7 @@ class Plan:
 def probe(spec: RunSpec, dataset: Any, steps: int = PROBE_STEPS) -> Probe:
     """Time ``steps`` training steps (after warm-up, and capture where ``spec.graphs``) and one
     validation and test pass of ``spec``'s trainer."""
-    seed_everything(spec.seed)
-    trainer = prepare(spec, dataset)
-    if spec.graphs:
-        trainer.static = StaticStep(trainer, capture=True)
+    trainer = build_trainer(spec, dataset)
     idx = trainer.split.train[: trainer.batch_size].to(trainer.device)
     for _ in range(WARMUP_STEPS + 1 if spec.graphs else 1):
         trainer.train_step(idx)
@@ -139,9 +134,8 @@ def schedule(durations: list[float], workers: int) -> float:
 
 def plan_suite(
     suite: Suite,
-    options: RunOptions,
+    recipes: dict[tuple[str, str], tuple[Recipe, Recipe]],
     workers: int,
-    data_dir: str | None = None,
     speedup: dict[int, float] | None = None,
 ) -> Plan:
     """Probe every (dataset, approach) of ``suite`` and estimate its wall time with ``workers``
@@ -154,16 +148,16 @@ def plan_suite(
     device = ""
     try:
         for name, approach in suite.pairs:
-            dataset = load_dataset(name, data_dir=data_dir, split_seed=suite.split_seed)
-            spec = make_spec(approach, dataset, suite.final_overrides({}), options=options)
+            tuning, final = recipes[name, approach]
+            spec = final.spec()
             device = spec.device
-            costs = probe(spec, dataset)
-            stages = [("final", suite.final_overrides({}), len(suite.replicates), True)]
+            costs = probe(spec, final.load_dataset())
+            stages = [("final", final, len(suite.replicates), True)]
             if suite.trials:
-                stages.insert(0, ("tuning", suite.tuning_overrides(), suite.trials, False))
-            for stage, overrides, count, test in stages:
-                hparams = make_spec(approach, dataset, overrides, options=options).hparams
-                epochs, seconds = run_seconds(dict(hparams), costs, test)
+                stages.insert(0, ("tuning", tuning, suite.trials, False))
+            for stage, recipe, count, test in stages:
+                hparams = recipe.hparams()
+                epochs, seconds = run_seconds(hparams, costs, test)
                 jobs += [seconds] * count
                 rows.append(
                     {

@@ -18,40 +18,50 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-import pandas as pd
 import torch
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
-from bench.config import cache_dir
-from bench.data import Dataset, load_dataset
-from bench.spec import RunOptions, make_spec
-from bench.study import (
+from bench.data import Dataset
+from bench.orchestration import (
+    BUSY,
+    DONE,
     POLL_S,
+    TAKE,
     StorageLock,
     claimed,
     counted,
     open_storage,
     trial_key,
+    work_queue,
     worker_processes,
 )
+from bench.paths import cache_dir
+from bench.spec import Recipe
+from bench.suite.progress import Progress, WorkCounter
 from bench.suite.schema import Suite
-from bench.tracked import train_tracked
-from bench.train import EpochLines
+from bench.tracking.record import train_tracked
+from bench.training import EpochLines
 from bench.tune import TuneConfig, create_study, rounded, work
 
 
 @dataclass
 class Unit:
-    """One (dataset, approach) of a suite: its tuning study and its final study."""
+    """One (dataset, approach) of a suite: its tuning study and recipe, its final study and
+    recipe (the best parameters come beneath the final recipe's fixed ones)."""
 
     suite: Suite
-    dataset: str
-    approach: str
+    tuning: Recipe
+    final: Recipe
     storage: str
-    run: RunOptions = field(default_factory=RunOptions)
-    data_dir: str | None = None
     tags: dict[str, Any] = field(default_factory=dict)  # on every final run (the plan's estimate)
+
+    @property
+    def dataset(self) -> str:
+        return self.final.dataset
+
+    @property
+    def approach(self) -> str:
+        return self.final.approach
 
     @property
     def study(self) -> str:
@@ -59,18 +69,13 @@ class Unit:
 
     def tune_config(self, progress: bool = False) -> TuneConfig:
         return TuneConfig(
-            approach=self.approach,
-            dataset=self.dataset,
+            recipe=self.tuning,
             trials=self.suite.trials,
             storage=self.storage,
             study=self.study,
             suite=self.suite.name,
             pruner=self.suite.pruner,
             sampler=self.suite.sampler,
-            overrides=self.suite.tuning_overrides(),
-            run=self.run,
-            data_dir=self.data_dir,
-            split_seed=self.suite.split_seed,
             experiment=self.suite.experiment,
             progress=progress,
         )
@@ -113,10 +118,15 @@ class Unit:
     def work(self) -> tuple[tuple[int, bool], tuple[int, bool]]:
         """The work of one tuning trial and of one final training: (seconds of a budget, True)
         or (epochs, False) each."""
-        return (
-            self.suite.work(self.approach, self.suite.tuning_overrides()),
-            self.suite.work(self.approach, self.suite.final_overrides({})),
-        )
+        return run_work(self.tuning.hparams()), run_work(self.final.hparams())
+
+
+def run_work(hparams: dict[str, Any]) -> tuple[int, bool]:
+    """What one run counts on the suite's bar: its budget's seconds (and True), else its epochs
+    (and False)."""
+    if hparams["budget"]:
+        return round(hparams["budget"]), True
+    return int(hparams["epochs"]), False
 
 
 Replicate = tuple[int, int]  # (seed, fold) of a final training
@@ -159,11 +169,10 @@ def run_finals(
     """Train every pending (seed, fold) of ``unit`` with ``best``; returns each one's state.
     Without ``wait`` it returns as soon as every remaining one is claimed by other workers."""
     study = unit.final_study()
-    overrides = unit.suite.final_overrides(best)
 
     @functools.cache
     def dataset() -> Dataset:  # loaded (and fingerprinted) once, and only if this worker trains
-        return load_dataset(unit.dataset, data_dir=unit.data_dir, split_seed=unit.suite.split_seed)
+        return unit.final.load_dataset()
 
     def final(trial: optuna.Trial) -> float:
         key = replicate(trial)
@@ -173,9 +182,7 @@ def run_finals(
         seed, fold = key
         try:
             with claimed(trial, {"seed": seed, "fold": fold}, params={}):
-                spec = make_spec(
-                    unit.approach, dataset(), overrides, seed=seed, options=unit.run, fold=fold
-                )
+                spec = unit.final.spec(best, seed=seed, fold=fold)
                 result, run_id = train_tracked(
                     spec,
                     dataset(),
@@ -204,73 +211,16 @@ def run_finals(
         return result.test["seq_acc"]
 
     wanted = unit.suite.replicates
-    while True:
-        optuna.storages.fail_stale_trials(study)  # a dead worker's replicate is queued again
+
+    def look(trials: list[optuna.trial.FrozenTrial]) -> str:
         states = replicate_states(study)
         if all(states.get(r) in ("complete", "failed") for r in wanted):
-            return {r: states[r] for r in wanted}
-        trials = study.get_trials(deepcopy=False)
-        if not any(t.state == TrialState.WAITING for t in trials):
-            if not wait:
-                return {r: states.get(r, "pending") for r in wanted}
-            time.sleep(POLL_S)  # other workers run the last seeds; wait for them or their failure
-            continue
-        study.optimize(final, n_trials=1, catch=(Exception,))
+            return DONE
+        return TAKE if any(t.state == TrialState.WAITING for t in trials) else BUSY
 
-
-class Progress:
-    """One bar over the suite's work (tuning trials and final trainings: epochs, or seconds of
-    budgeted runs), plus a log line per finished unit; ``quiet`` keeps the lines and drops the
-    bar."""
-
-    def __init__(
-        self,
-        total: int,
-        done: int,
-        quiet: bool,
-        unit: str = "epoch",
-        recount: Callable[[], int] | None = None,
-    ):
-        self.bar = tqdm(total=total, initial=done, unit=unit, desc="suite", disable=quiet)
-        self.quiet, self.recount = quiet, recount
-
-    def add(self, work: int) -> None:
-        """Work done, or work a unit did not need (a pruned trial)."""
-        self.bar.update(work)
-
-    def run_finished(self) -> None:
-        """Catch up with the work other workers finished (``recount``: read from the storage),
-        so the bar and its ETA cover the whole suite, not this process's share."""
-        if self.recount is not None and (done := self.recount()) > self.bar.n:
-            self.bar.update(done - self.bar.n)
-
-    def log(self, line: str) -> None:
-        if self.quiet:
-            print(line, flush=True)
-        else:
-            self.bar.write(line)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class WorkCounter:
-    """Trainer callback counting a run's work on the bar (epochs, or with ``seconds`` the seconds
-    of its budget used); ``finish`` adds the planned work the run did not do (pruned early,
-    failed, or resumed from a checkpoint)."""
-
-    def __init__(self, progress: Progress, seconds: bool):
-        self.progress, self.seconds, self.seen = progress, seconds, 0
-
-    def __call__(self, epoch: int, stats: dict[str, float]) -> None:
-        work = round(stats["elapsed_seconds"]) - self.seen if self.seconds else 1
-        self.seen += work
-        self.progress.add(work)
-
-    def finish(self, planned: int) -> None:
-        self.progress.add(max(0, planned - self.seen))
-        self.progress.run_finished()
-        self.seen = 0
+    work_queue(study, look, lambda _: study.optimize(final, n_trials=1, catch=(Exception,)), wait)
+    states = replicate_states(study)
+    return {r: states.get(r, "pending") for r in wanted}
 
 
 def planned_work(units: list[Unit]) -> tuple[int, int, str]:
@@ -308,9 +258,8 @@ class SuiteOutcome:
 
 def run_suite(
     suite: Suite,
+    recipes: dict[tuple[str, str], tuple[Recipe, Recipe]],
     storage: str,
-    run: RunOptions | None = None,
-    data_dir: str | None = None,
     quiet: bool = False,
     workers: int = 1,
     gpus: Sequence[str] = (),
@@ -324,13 +273,8 @@ def run_suite(
     units takes whatever work is left; a unit whose remaining work is all taken by others is
     visited again after the others, until every unit is done.
     """
-    for name in suite.datasets:  # a missing dataset stops the suite before any training
-        load_dataset(name, data_dir=data_dir, split_seed=suite.split_seed)
     open_storage(storage)  # create the schema once
-    units = [
-        Unit(suite, dataset, approach, storage, run or RunOptions(), data_dir, dict(tags or {}))
-        for dataset, approach in suite.pairs
-    ]
+    units = [Unit(suite, *recipes[pair], storage, dict(tags or {})) for pair in suite.pairs]
     total, done, unit = planned_work(units)
     threads = max(1, torch.get_num_threads() // workers)
     with worker_processes(_worker, (units, threads), workers - 1, gpus):
@@ -436,37 +380,3 @@ class UnitRun:
             {"dataset": unit.dataset, "approach": unit.approach, "params": self.source}
         )
         return True
-
-
-def summary_table(suite: Suite) -> pd.DataFrame:
-    """The report's leaderboard numbers, one row per dataset and approach."""
-    from bench.report.tables import leaderboard
-    from bench.report.data import load_comparison
-
-    comparison = load_comparison([suite.experiment], suite.name)
-    frames = []
-    for dataset, runs in comparison.runs.groupby("tags.dataset"):
-        table = leaderboard(comparison, runs)
-        frames.append(table.assign(dataset=dataset))
-    table = pd.concat(frames, ignore_index=True)
-
-    def pm(col: str) -> pd.Series:
-        """``mean (low–high)``: the interval as its bounds, inside [0, 100%] by construction."""
-        bounds = [
-            "" if pd.isna(low) else f" ({low:.2%}–{high:.2%})"
-            for low, high in zip(table[f"{col}_low"], table[f"{col}_high"], strict=True)
-        ]
-        return table[col].map("{:.2%}".format) + bounds
-
-    return pd.DataFrame(
-        {
-            "dataset": table.dataset,
-            "approach": table.approach,
-            "n": table.n,
-            "seq_acc": pm("seq_acc"),
-            "char_acc": pm("char_acc"),
-            "cer": pm("cer"),
-            "params": table.params.map(lambda v: f"{v / 1e6:.2f}M"),
-            "train_s": table.train_seconds.map("{:.0f}".format),
-        }
-    )

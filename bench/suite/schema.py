@@ -10,14 +10,16 @@ from typing import Any
 
 import yaml
 
-from bench.approaches import get_approach, list_approaches
+from bench.approaches import list_approaches
+from bench.data import load_dataset
 from bench.options import PRECISIONS
-from bench.study import parse_workers
+from bench.orchestration import parse_workers
+from bench.spec import Recipe, resolve_hparams
 from bench.tune import PRUNERS, SAMPLERS
 
 SUITE_KEYS = {"description", "datasets", "approaches", "seeds", "split_seed", "set", "tuning"}
 SUITE_KEYS |= {"final", "experiment", "log_models", "workers", "precision", "folds"}
-SHIPPED = Path(__file__).resolve().parents[2] / "experiments"
+SHIPPED = Path(__file__).parents[1] / "suites"  # experiments/, installed with the package
 STAGE_KEYS = {"tuning": {"trials", "set", "pruner", "sampler"}, "final": {"set"}}
 
 
@@ -65,14 +67,26 @@ class Suite:
     def tuning_overrides(self) -> dict[str, Any]:
         return {**self.common_set, **self.tuning_set}
 
-    def final_overrides(self, best: dict[str, Any]) -> dict[str, Any]:
-        return {**self.common_set, **best, **self.final_set}
+    def final_overrides(self) -> dict[str, Any]:
+        """Fixed in every final training (a study's best parameters come beneath them)."""
+        return {**self.common_set, **self.final_set}
 
-    def work(self, approach: str, overrides: dict[str, Any]) -> tuple[int, bool]:
-        """What one run counts on the suite's bar: its budget's seconds (and True), else its
-        epochs (and False)."""
-        hp = get_approach(approach).resolve(overrides)
-        return (round(hp["budget"]), True) if hp["budget"] else (int(hp["epochs"]), False)
+    def recipes(
+        self, data_dir: str | Path | None = None, **how: Any
+    ) -> dict[tuple[str, str], tuple[Recipe, Recipe]]:
+        """Per (dataset, approach) its tuning and its final recipe (``how``: device, precision,
+        compile, graphs; the suite's precision unless given). Loads every dataset: a missing
+        one stops the suite before any work."""
+        how = {"precision": self.precision, **{k: v for k, v in how.items() if v is not None}}
+        recipes = {}
+        for name in self.datasets:
+            dataset = load_dataset(name, data_dir=data_dir, split_seed=self.split_seed)
+            for approach in (a for d, a in self.pairs if d == name):
+                recipes[name, approach] = (
+                    Recipe.of(approach, dataset, self.tuning_overrides(), data_dir, **how),
+                    Recipe.of(approach, dataset, self.final_overrides(), data_dir, **how),
+                )
+        return recipes
 
 
 def default_suites() -> list[str]:
@@ -149,8 +163,8 @@ def load_suite(name: str | Path) -> Suite:
     )
     for approach in suite.approaches:
         try:
-            get_approach(approach).resolve(suite.tuning_overrides())
-            get_approach(approach).resolve(suite.final_overrides({}))
+            resolve_hparams(approach, suite.tuning_overrides())
+            resolve_hparams(approach, suite.final_overrides())
         except (KeyError, ValueError) as err:
             raise SuiteError(f"{path}: {approach}: {err.args[0] if err.args else err}") from None
     return suite

@@ -1,6 +1,8 @@
-"""Optuna plumbing shared by tuning and suites: storage, locks, worker processes."""
+"""Work shared by tuning and suites: the Optuna storage and its locks, the one worker loop, worker
+processes."""
 
-from bench.study.storage import (
+from bench.orchestration.queue import BUSY, DONE, TAKE, TIMEOUT, work_queue
+from bench.orchestration.storage import (
     DEFAULT_STORAGE,
     StorageLock,
     counted,
@@ -9,7 +11,7 @@ from bench.study.storage import (
     trial_counts,
     trial_key,
 )
-from bench.study.workers import (
+from bench.orchestration.workers import (
     POLL_S,
     auto_workers,
     claimed,
@@ -19,8 +21,12 @@ from bench.study.workers import (
 )
 
 __all__ = [
+    "BUSY",
     "DEFAULT_STORAGE",
+    "DONE",
     "POLL_S",
+    "TAKE",
+    "TIMEOUT",
     "StorageLock",
     "auto_workers",
     "claimed",
@@ -31,5 +37,6 @@ __all__ = [
     "trial_counts",
     "trial_key",
     "visible_gpus",
+    "work_queue",
     "worker_processes",
 ]

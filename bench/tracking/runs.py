@@ -1,7 +1,5 @@
-"""MLflow plumbing: where runs go, how a run starts and ends, the environment it records.
-
-What a training logs is in :mod:`bench.tracked`, which imports this module and the trainer.
-"""
+"""MLflow plumbing: where runs go, how a run starts and ends, metric names, the environment a
+run records. What a training logs is in :mod:`bench.tracking.record`."""
 
 from __future__ import annotations
 
@@ -229,3 +227,26 @@ def log_figure(figure: Any, name: str) -> None:
 
     mlflow.log_figure(figure, name)
     plt.close(figure)
+
+
+def log_perf(
+    name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Mapping[str, float]],
+    table: Any,
+    experiment: str,
+) -> str:
+    """``perf``'s figures as a run of ``experiment``: ``params`` and the environment, one metric
+    per approach and figure (``APPROACH.FIGURE``), the whole table as ``perf.csv``; its id."""
+    use_experiment(experiment)
+    with mlflow.start_run(run_name=name) as run:
+        mlflow.log_params({**environment(), **params})
+        for approach, figures in metrics.items():
+            mlflow.log_metrics({f"{approach}.{k}": v for k, v in figures.items()})
+        mlflow.log_text(table.to_csv(index=False), "perf.csv")
+    return run.info.run_id
+
+
+def active_run_id() -> str:
+    """The id of the run a training is logging to now."""
+    return mlflow.active_run().info.run_id

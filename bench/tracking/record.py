@@ -20,10 +20,11 @@ from bench.metrics import confusion_frame
 from bench.plots import confusion_figure, misread_gallery
 from bench.recognizer import Recognizer, recognizer_metadata
 from bench.spec import RunSpec
-from bench.tracking import environment, log_figure, log_metrics, log_params, mlflow_run
-from bench.train import TrainResult, run_data, train
+from bench.tracking.runs import environment, log_figure, log_metrics, log_params, mlflow_run
+from bench.training import Trainer, TrainResult, train
 
-PACKAGE = Path(__file__).resolve().parent  # bench/, shipped with every logged model
+PACKAGE = Path(__file__).resolve().parents[1]  # bench/, shipped with every logged model
+SERVING = Path(__file__).resolve().with_name("serving.py")  # the model as MLflow loads it
 PREDICTIONS = "predictions.json"  # per image of the final evaluation: file, label, prediction
 
 
@@ -36,11 +37,6 @@ class EpochLogger:
     def __call__(self, epoch: int, stats: dict[str, float]) -> None:
         log_metrics(stats, step=epoch + 1)
         self.logged.add(epoch)
-
-
-def run_params(spec: RunSpec, data: Mapping[str, Any]) -> dict[str, Any]:
-    """What a run logs as params: its spec, the data it saw (``data.*``) and the environment."""
-    return {**spec.params(), **{f"data.{k}": v for k, v in data.items()}, **environment()}
 
 
 def log_dataset(
@@ -112,8 +108,8 @@ def log_result(
 
 
 def log_reader(result: TrainResult, meta: dict[str, Any], example: Any) -> None:
-    """The model as MLflow pyfunc from code (:mod:`bench.serving`, no pickle): its weights and
-    ``bench.json`` as artifacts, the ``bench`` package as its code, strings out."""
+    """The model as MLflow pyfunc from code (:mod:`bench.tracking.serving`, no pickle): its
+    weights and ``bench.json`` as artifacts, the ``bench`` package as its code, strings out."""
     hp = result.hparams
     recognizer = Recognizer(result.model, hp["mean"], hp["std"]).cpu().eval()
     with torch.no_grad():
@@ -124,7 +120,7 @@ def log_reader(result: TrainResult, meta: dict[str, Any], example: Any) -> None:
         described.write_text(json.dumps(meta))
         mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(PACKAGE / "serving.py"),
+            python_model=str(SERVING),
             artifacts={"weights": str(weights), "bench": str(described)},
             code_paths=[str(PACKAGE)],
             input_example=example,
@@ -148,9 +144,8 @@ def train_tracked(
     finished_on: tuple[type[BaseException], ...] = (),
     state_tag: str | None = None,
 ) -> tuple[TrainResult, str]:
-    """:func:`bench.train.train` inside an MLflow run (see :func:`~bench.tracking.mlflow_run` for
-    how it ends); returns the result and the run id."""
-    store, split, data = run_data(spec, dataset)
+    """:func:`bench.training.train` inside an MLflow run (see
+    :func:`~bench.tracking.runs.mlflow_run` for how it ends); returns the result and the run id."""
     run_tags = {
         "approach": spec.approach,
         "source": spec.source,
@@ -168,12 +163,17 @@ def train_tracked(
         finished_on=finished_on,
         state_tag=state_tag,
     ) as run:
-        log_params(run_params(spec, data))
-        log_dataset(dataset, store, split, data)
+        log_params({**spec.params(), **environment()})
+
+        def log_data(trainer: Trainer) -> None:
+            log_params({f"data.{k}": v for k, v in trainer.data.items()})
+            log_dataset(dataset, trainer.store, trainer.split, trainer.data)
+
         logger = EpochLogger()
         result = train(
             spec,
             dataset,
+            on_start=log_data,
             callbacks=(logger, *callbacks),
             checkpoint_dir=checkpoint_dir,
             progress=progress,

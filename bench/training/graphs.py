@@ -17,12 +17,9 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
-
-if TYPE_CHECKING:
-    from bench.train import Trainer
 
 WARMUP_STEPS = 3  # eager steps per batch size before capture (cuDNN autotuning, optimizer state)
 
@@ -35,7 +32,7 @@ class DeviceHyperparameters:
     into the captured tensors and puts them back. A moving beta1 (one-cycle with Adam or AdamW,
     source 000's recipe) needs torch's single-tensor Adam (``foreach=False``), whose ``lerp_``
     takes a tensor weight: the foreach path reads a tensor beta on the host (an ``item()`` call
-    that capture forbids; seen on an H100, torch 2.11). beta2 stays a float (``addcmul_``'s value
+    that capture forbids). beta2 stays a float (``addcmul_``'s value
     is a host number), as do the betas of runs whose schedule leaves them alone.
     """
 
@@ -115,11 +112,26 @@ class CudaGraphs:
 CAPTURE = CudaGraphs()  # replaced by a stand-in in the CPU tests
 
 
+class Steppable(Protocol):
+    """What a static step needs of a trainer (:class:`bench.training.Trainer` is one)."""
+
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    device: torch.device
+    batcher: Any  # its ``generator`` draws the augmentation
+
+    def step(
+        self, x: torch.Tensor, idx: torch.Tensor, graph_safe: bool = False
+    ) -> torch.Tensor: ...
+
+    def batch(self, idx: torch.Tensor, train: bool = False) -> torch.Tensor: ...
+
+
 class StaticStep:
     """``step(idx) -> loss``: the trainer's training step on static buffers, captured per batch
     size with ``capture`` (CUDA), else run eagerly on the same buffers."""
 
-    def __init__(self, run: Trainer, capture: bool):
+    def __init__(self, run: Steppable, capture: bool):
         self.run = run
         self.capture = capture
         self.backend = CAPTURE
@@ -136,6 +148,13 @@ class StaticStep:
 
     def refresh(self) -> None:
         """Call after every schedule step: the captured step reads the new values."""
+        self.hyper.refresh()
+
+    def reload(self) -> None:
+        """Call after the optimizer's state was loaded (a resumed run): its step counters back on
+        the device where captured, its learning rate (and beta1) back in the device tensors."""
+        if self.capture:
+            self.backend.make_capturable(self.run.optimizer, self.run.device)
         self.hyper.refresh()
 
     def _step(self, idx: torch.Tensor) -> torch.Tensor:
