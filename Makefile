@@ -38,7 +38,7 @@ test: $(VENV)/.installed
 
 # The documentation site (mkdocs.yml, docs/, reports/*/README.md) into site/; a broken link fails it
 docs: $(VENV)/.installed
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 # MLflow's UI on the runs, opened in its training view (the link is printed first)
 ui: $(VENV)/.installed

@@ -45,16 +45,15 @@ def writable_cache() -> None:
 
 def reachable_tracking() -> None:
     """The MLflow store can be written (a SQLite file's folder), or answers (a server)."""
-    import mlflow
-
     from bench.tracking import tracking_uri
+    from bench.tracking.query import check_store
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):  # made on first use: a command that stops leaves none
         writable_file(Path(uri.removeprefix("sqlite:///")), "MLflow store (MLFLOW_TRACKING_URI)")
         return
     try:
-        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        check_store(uri)
     except Exception as err:  # any failure to open the store stops the command before work
         raise ValueError(f"MLflow store {uri} (MLFLOW_TRACKING_URI): {first_line(err)}") from None
 

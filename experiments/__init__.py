@@ -1,2 +1,3 @@
-"""Research scripts (run from the repository root as ``python -m experiments.NAME``) and the suite
-files (``NAME.yaml``, installed with the package). The scripts use only ``bench``'s public API."""
+"""Research scripts, run from the repository root as ``python -m experiments.NAME``; they use only
+``bench``'s public API. The suite files here (``NAME.yaml``) link to ``bench/suites/``, where
+they ship with the package."""

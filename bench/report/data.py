@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 
 from bench.errors import ReportError
-from bench.tracking import METRIC_GROUPS, metric_name, tracking_uri
+from bench.tracking import METRIC_GROUPS, metric_name, query
 
 HISTORY = ("val_seq_acc", "val_loss", "elapsed_seconds", "epoch_seconds")
 GROUPED = [key for keys in METRIC_GROUPS.values() for key in keys]
@@ -46,7 +42,6 @@ class Comparison:
     studies: pd.DataFrame  # tuning studies' parent runs
     trials: pd.DataFrame  # tuning trials' runs
     experiments: list[str]
-    _client: mlflow.MlflowClient = field(repr=False, default=None)
     _predictions: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
     _histories: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
 
@@ -56,10 +51,7 @@ class Comparison:
         if run_id not in self._histories:
             frames = []
             for key in HISTORY:
-                points = self._client.get_metric_history(run_id, metric_name(key))
-                if not points:  # a run logged before metrics were grouped
-                    points = self._client.get_metric_history(run_id, key)
-                frames.append(pd.Series({m.step: m.value for m in points}, name=key, dtype=float))
+                frames.append(pd.Series(query.metric_history(run_id, key), name=key, dtype=float))
             frame = pd.concat(frames, axis=1).sort_index().rename_axis("epoch").reset_index()
             frame = frame[frame.val_seq_acc.notna()].reset_index(drop=True)
             frame["elapsed"] = training_seconds(frame)
@@ -70,25 +62,15 @@ class Comparison:
         """The run's predictions (labels and predictions kept as text): its ``predictions.json``
         table, or the ``predictions.csv`` of runs logged before it."""
         if run_id not in self._predictions:
-            try:
-                table = mlflow.artifacts.load_dict(f"runs:/{run_id}/predictions.json")
-                frame = pd.DataFrame(table["data"], columns=table["columns"])
-            except Exception:  # an older run: its CSV
-                text = mlflow.artifacts.load_text(f"runs:/{run_id}/predictions.csv")
-                frame = pd.read_csv(
-                    io.StringIO(text), dtype={"file": str, "label": str, "prediction": str}
-                )
+            frame = query.predictions(run_id, "predictions.json", "predictions.csv")
             frame["prediction"] = frame.prediction.fillna("").astype(str)
             frame["label"] = frame.label.astype(str)
             self._predictions[run_id] = frame
         return self._predictions[run_id]
 
     def artifact_bytes(self, run_id: str, path: str) -> bytes:
-        """An artifact's content, downloaded into a folder removed afterwards (MLflow's own
-        download folder is left behind)."""
-        with tempfile.TemporaryDirectory(prefix="bench-artifact-") as folder:
-            local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{path}", dst_path=folder)
-            return Path(local).read_bytes()
+        """An artifact's content."""
+        return query.artifact_bytes(run_id, path)
 
 
 def grouped_metrics(frame: pd.DataFrame) -> pd.DataFrame:
@@ -114,18 +96,7 @@ def redone(failed: pd.DataFrame, finished: pd.DataFrame) -> pd.DataFrame:
 
 def load_comparison(experiments: list[str] | None = None, suite: str | None = None) -> Comparison:
     """Final runs (not tuning trials) of ``experiments`` (default: all), optionally one suite's."""
-    mlflow.set_tracking_uri(tracking_uri())
-    client = mlflow.MlflowClient()
-    known = {e.name: e.experiment_id for e in client.search_experiments()}
-    names = experiments or [n for n in known if n != "Default"]
-    if missing := [n for n in names if n not in known]:
-        raise ReportError(
-            f"unknown experiment {', '.join(map(repr, missing))} in {tracking_uri()}; "
-            f"known: {', '.join(sorted(known)) or 'none'}"
-        )
-    frame = mlflow.search_runs([known[n] for n in names], output_format="pandas")
-    if frame.empty:
-        raise ReportError(f"no runs in experiment(s) {', '.join(names)} of {tracking_uri()}")
+    names, frame = query.experiment_runs(experiments)
     frame = grouped_metrics(frame)
     for column in ("tags.kind", "tags.optuna_study", "tags.seed", "tags.error"):
         if column not in frame:
@@ -154,5 +125,4 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
         studies=frame[is_study].reset_index(drop=True),
         trials=frame[is_trial].reset_index(drop=True),
         experiments=names,
-        _client=client,
     )

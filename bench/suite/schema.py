@@ -19,7 +19,8 @@ from bench.tune import PRUNERS, SAMPLERS
 
 SUITE_KEYS = {"description", "datasets", "approaches", "seeds", "split_seed", "set", "tuning"}
 SUITE_KEYS |= {"final", "experiment", "log_models", "workers", "precision", "folds"}
-SHIPPED = Path(__file__).parents[1] / "suites"  # experiments/, installed with the package
+# the suite files, installed with the package (experiments/NAME.yaml link to them)
+SHIPPED = Path(__file__).parents[1] / "suites"
 STAGE_KEYS = {"tuning": {"trials", "set", "pruner", "sampler"}, "final": {"set"}}
 
 
