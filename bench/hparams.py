@@ -28,6 +28,7 @@ class TrainConfig:
     split: str = "benchmark"  # SPLITS: benchmark (70/10/20) | source (its holdout) | kfold
     holdout: float = 0.2  # with split=source: the share the source held out (test = validation)
     folds: int = 5  # with split=kfold: how many folds (the run's fold is a spec field, like seed)
+    train_size: int = 0  # train on this many of the training images (nested subsets); 0: all
     decode: str = "convert-resize"  # image decoding order (source 001: resize-convert)
     optimizer: str = "adam"  # OPTIMIZERS: adam | adamw (fastai's: betas 0.9/0.99, eps 1e-5) | ...
     lr: float = 1e-3
@@ -110,6 +111,7 @@ class TrainConfig:
             ("split", self.split in SPLITS, " | ".join(SPLITS)),
             ("holdout", 0 < self.holdout < 1, "in (0, 1)"),
             ("folds", self.folds >= 2, ">= 2"),
+            ("train_size", self.train_size >= 0, ">= 0 (0: every training image)"),
             ("decode", self.decode in DECODE_ORDERS, " | ".join(DECODE_ORDERS)),
             ("optimizer", self.optimizer in OPTIMIZERS, " | ".join(OPTIMIZERS)),
             ("lr", self.lr > 0, "> 0"),

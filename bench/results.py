@@ -6,6 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -99,10 +100,11 @@ def train_and_record(
     experiment: str | None = None,
     suite: str = "",
     progress: bool = True,
+    tags: dict[str, Any] | None = None,
 ) -> Path:
-    """Train ``spec`` (tracked in MLflow, experiment ``experiment``; a line per epoch) unless
-    ``out`` already holds its result; per-epoch checkpoints make an interrupted training
-    resumable."""
+    """Train ``spec`` (tracked in MLflow, experiment ``experiment``, with ``tags``; a line per
+    epoch) unless ``out`` already holds its result; per-epoch checkpoints make an interrupted
+    training resumable."""
     path = result_path(spec, out)
     if path.exists():
         check_same_run(path, spec)
@@ -111,7 +113,7 @@ def train_and_record(
         spec,
         dataset,
         experiment=experiment,
-        tags={"suite": suite},
+        tags={"suite": suite, **(tags or {})},
         callbacks=(EpochLines(spec),),
         progress=progress,
         log_model=False,

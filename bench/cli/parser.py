@@ -13,6 +13,7 @@ COMMANDS = (
     tools.add_list,
     train.add_train,
     train.add_compare,
+    train.add_curve,
     reports.add_ablate,
     tuning.add_tune,
     tuning.add_run,

@@ -1,5 +1,6 @@
-"""``train`` (one approach, its test metrics), ``compare`` (several on one split, a table) and
-``predict`` (read images with a logged model)."""
+"""``train`` (one approach, its test metrics), ``compare`` (several on one split, a table),
+``curve`` (learning curves over nested training subsets) and ``predict`` (read images with a
+logged model)."""
 
 from __future__ import annotations
 
@@ -122,6 +123,48 @@ def cmd_compare(args: argparse.Namespace) -> None:
             args.out / "index.html", experiments=[experiment], suite=args.suite or None
         )
         print(f"report written to {out}")
+
+
+def add_curve(sub: argparse._SubParsersAction) -> None:
+    p = opt.add_command(
+        sub, "curve", cmd_curve, "learning curves: accuracy against the number of training images"
+    )
+    opt.add_approach_option(p, many=True)
+    opt.add_training_options(p, "override a hyperparameter of every approach")
+    p.add_argument(
+        "--sizes",
+        default="50,100,200,400,all",
+        help="training images per point, nested subsets of the training part (default "
+        "50,100,200,400,all)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (0 1)")
+    p.add_argument("--out", type=Path, default=Path("reports/curves"), help="output folder")
+    p.add_argument("--experiment", default="curves", help="MLflow experiment (default curves)")
+
+
+def cmd_curve(args: argparse.Namespace) -> None:
+    """Train each approach with its source's recipe on nested random subsets of the training
+    images (the smaller inside the larger, the same for every approach; with --set split=kfold
+    on every fold's), each tested on the same held-out images, with as many epochs as keep the
+    full recipe's optimizer steps (to within one epoch). Results go to OUT/size-N/, the table to
+    OUT/curve.csv; every point is an MLflow run (tags curve_size, subset). Re-running resumes."""
+    from bench.curve import curve_specs, parse_sizes, run_curve
+
+    sizes = parse_sizes(args.sizes)
+    approaches = opt.approaches_from(args)
+    overrides = opt.overrides_from(args, *approaches)
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
+    points = [
+        point
+        for name in approaches
+        for point in curve_specs(
+            recipe_from(args, name, dataset, overrides), dataset, sizes, args.seeds
+        )
+    ]
+    preflight(out_folder=args.out)
+    table = run_curve(points, dataset, args.out, args.experiment, progress=not args.quiet)
+    print(table.round(4).to_string(index=False))
+    print(f"{len(points)} runs; table in {args.out / 'curve.csv'}")
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:

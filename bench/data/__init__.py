@@ -23,6 +23,7 @@ from bench.data.store import (
     make_holdout_split,
     make_kfold_split,
     make_split,
+    nested_subset,
     split_digest,
 )
 
@@ -71,6 +72,7 @@ class Dataset:
         holdout: float = 0.2,
         folds: int = 5,
         fold: int = 0,
+        train_size: int = 0,
     ) -> Split:
         """The split of a protocol (``split_seed`` shuffles each):
 
@@ -79,12 +81,16 @@ class Dataset:
           is also what each epoch validates on (as the sources did);
         - ``kfold``: fold ``fold`` of ``folds`` is the test part (every image is tested once
           across the folds); validation is 10% of the images, taken from the other folds.
+
+        With ``train_size``, only that many training images train (:func:`nested_subset`).
         """
         if protocol == "source":
-            return make_holdout_split(store.files, self.split_seed, holdout)
-        if protocol == "kfold":
-            return make_kfold_split(store.files, self.split_seed, folds, fold)
-        return make_split(store.files, self.split_seed)
+            split = make_holdout_split(store.files, self.split_seed, holdout)
+        elif protocol == "kfold":
+            split = make_kfold_split(store.files, self.split_seed, folds, fold)
+        else:
+            split = make_split(store.files, self.split_seed)
+        return nested_subset(split, train_size, self.split_seed) if train_size else split
 
     def describe(self, store: TensorStore, split: Split) -> dict[str, object]:
         """What a run needs to record to show which data it saw."""

@@ -168,6 +168,19 @@ def make_kfold_split(
     )
 
 
+def nested_subset(split: Split, size: int, seed: int) -> Split:
+    """``split`` with ``size`` of its training images: the first ``size`` of one shuffle of the
+    training part (seeded by ``seed``), so a smaller subset lies inside every larger one and every
+    approach trains on the same images; the validation and test parts are unchanged."""
+    if not 1 <= size <= len(split.train):
+        raise DataError(
+            f"train_size={size}: the training part has {len(split.train)} images; use 1 to "
+            f"{len(split.train)} (0: all of them)"
+        )
+    perm = torch.randperm(len(split.train), generator=torch.Generator().manual_seed(seed))
+    return Split(train=split.train[perm[:size]].sort().values, val=split.val, test=split.test)
+
+
 def make_holdout_split(files: list[str], seed: int, holdout: float) -> Split:
     """A source's two-way split: ``holdout`` of the images for testing, the rest for training;
     the validation part is the test part (the sources validated on their held-out images)."""

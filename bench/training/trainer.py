@@ -198,7 +198,7 @@ def run_data(spec: RunSpec, dataset: Dataset) -> tuple[TensorStore, Split, dict[
     """The decoded store and split a spec trains on, and their description (logged params)."""
     cfg = spec.cfg
     store = dataset.store(*cfg.image_size)
-    split = dataset.split(store, cfg.split, cfg.holdout, cfg.folds, spec.fold)
+    split = dataset.split(store, cfg.split, cfg.holdout, cfg.folds, spec.fold, cfg.train_size)
     return store, split, dataset.describe(store, split)
 
 
