@@ -159,6 +159,14 @@ def parse_duration(value: Any) -> float:
     return float(match[1]) * SECONDS_PER[unit]
 
 
+def positive_duration(text: str, what: str) -> float:
+    """Seconds of a duration that must be more than zero."""
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"{what} {text}: give a positive duration (leave it out for none)")
+    return seconds
+
+
 def format_duration(seconds: float) -> str:
     """240 -> "4 min", 90 -> "1.5 min", 30 -> "30 s", 7200 -> "2 h"."""
     if seconds >= 3600:

@@ -54,3 +54,16 @@ def misread_gallery(predictions: pd.DataFrame, store, split: str = "test") -> pl
         axes.flat[0].text(0.5, 0.5, f"no misread {split} images", ha="center", va="center")
     figure.tight_layout()
     return figure
+
+
+def run_figures(
+    predictions: pd.DataFrame, store, charset: str, split: str
+) -> dict[str, plt.Figure]:
+    """A run's figures by artifact name: its misread images and its character confusions."""
+    from bench.metrics import confusion_frame
+
+    counts = confusion_frame(predictions, charset)
+    return {
+        "misread.png": misread_gallery(predictions, store, split),
+        "confusion.png": confusion_figure(counts, f"{split} character confusions"),
+    }

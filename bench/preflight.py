@@ -70,13 +70,3 @@ def reachable_storage(url: str) -> None:
         open_storage(url)
     except Exception as err:  # a bad URL, a driver missing, a server that does not answer
         raise ValueError(f"Optuna storage {url} (--storage): {first_line(err)}") from None
-
-
-def positive_duration(text: str, what: str) -> float:
-    """Seconds of a duration that must be more than zero."""
-    from bench.hparams import parse_duration
-
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise ValueError(f"{what} {text}: give a positive duration (leave it out for none)")
-    return seconds

@@ -42,6 +42,14 @@ def recognizer_metadata(
     }
 
 
+def package(
+    model: nn.Module, approach: str, codec: Codec, hp: dict[str, Any]
+) -> tuple[Recognizer, dict[str, Any]]:
+    """A trained ``model`` as a CPU recognizer in eval mode, with its ``bench.json`` metadata."""
+    meta = recognizer_metadata(approach, codec.kind, codec.charset, codec.max_len, hp)
+    return Recognizer(model, hp["mean"], hp["std"]).cpu().eval(), meta
+
+
 def build_recognizer(meta: dict[str, Any]) -> Recognizer:
     """The approach's model as ``bench.json`` describes it, untrained, with its normalisation."""
     from bench.approaches import get_approach

@@ -141,17 +141,6 @@ def workers_arg(value: str) -> int | str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def how_from(args: argparse.Namespace) -> dict[str, Any]:
-    """How to run, from the flags: device, precision (None: a suite's own, else auto), compile,
-    graphs."""
-    return {
-        "device": args.device,
-        "precision": args.precision,
-        "compile": args.compile,
-        "graphs": args.graphs,
-    }
-
-
 def parse_assignments(items: list[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are read as YAML (numbers, booleans, lists, null)."""
     out = {}
@@ -172,7 +161,7 @@ def overrides_from(args: argparse.Namespace, *approaches: str) -> dict[str, Any]
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.budget is not None:
-        from bench.preflight import positive_duration
+        from bench.hparams import positive_duration
 
         positive_duration(args.budget, "--budget")
         overrides["budget"] = args.budget

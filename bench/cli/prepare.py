@@ -8,8 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.cli.options import how_from
 from bench.options import resolve_device
+
+
+def how_from(args: argparse.Namespace) -> dict[str, Any]:
+    """How to run, from the flags: device, precision (None: a suite's own, else auto), compile,
+    graphs."""
+    return {
+        "device": args.device,
+        "precision": args.precision,
+        "compile": args.compile,
+        "graphs": args.graphs,
+    }
 
 
 def recipe_from(args: argparse.Namespace, approach: str, dataset: Any, overrides: dict, **how):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cli import options as opt
-from bench.cli.prepare import load_dataset, preflight, recipe_from, workers_from
+from bench.cli.prepare import how_from, load_dataset, preflight, recipe_from, workers_from
 from bench.errors import ReportError
 from bench.options import resolve_device
 
@@ -119,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / suites[0].name / "index.html"
     if not args.plan:  # the plan creates nothing; a run checks everything it will write first
         preflight(out_file=out, storage=storage)
-    recipes = [suite.recipes(args.data_dir, **opt.how_from(args)) for suite in suites]
+    recipes = [suite.recipes(args.data_dir, **how_from(args)) for suite in suites]
     plans = [plan_run(args, suite, units) for suite, units in zip(suites, recipes, strict=True)]
     if len(plans) > 1:
         total = sum(plan.wall_s for plan, _, _ in plans)

@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 from mlflow.models import infer_signature
 
+from bench.codecs import Codec
 from bench.data import Dataset, Split, TensorStore
-from bench.metrics import confusion_frame
-from bench.plots import confusion_figure, misread_gallery
-from bench.recognizer import Recognizer, recognizer_metadata
+from bench.plots import run_figures
+from bench.recognizer import Recognizer, package
 from bench.spec import RunSpec
 from bench.tracking.runs import environment, log_figure, log_metrics, log_params, mlflow_run
 from bench.training import Trainer, TrainResult, train
@@ -92,28 +92,19 @@ def log_result(
     store = dataset.store(*result.spec.cfg.image_size)
     if store.skipped:
         mlflow.log_text("\n".join(f"{f}: {why}" for f, why in store.skipped), "skipped.txt")
-    log_figure(misread_gallery(predictions, store, split), "misread.png")
-    log_figure(
-        confusion_figure(
-            confusion_frame(predictions, result.codec.charset), f"{split} character confusions"
-        ),
-        "confusion.png",
-    )
-    meta = recognizer_metadata(
-        result.approach, result.codec.kind, result.codec.charset, result.codec.max_len, hp
-    )
+    for name, figure in run_figures(predictions, store, result.codec.charset, split).items():
+        log_figure(figure, name)
+    recognizer, meta = package(result.model, result.approach, result.codec, hp)
     mlflow.log_dict(meta, "bench.json")
     if log_model:
-        log_reader(result, meta, store.images[:2].numpy())
+        log_reader(recognizer, result.codec, meta, store.images[:2].numpy())
 
 
-def log_reader(result: TrainResult, meta: dict[str, Any], example: Any) -> None:
+def log_reader(recognizer: Recognizer, codec: Codec, meta: dict[str, Any], example: Any) -> None:
     """The model as MLflow pyfunc from code (:mod:`bench.tracking.serving`, no pickle): its
     weights and ``bench.json`` as artifacts, the ``bench`` package as its code, strings out."""
-    hp = result.hparams
-    recognizer = Recognizer(result.model, hp["mean"], hp["std"]).cpu().eval()
     with torch.no_grad():
-        read = result.codec.decode(recognizer(torch.from_numpy(example)).float())
+        read = codec.decode(recognizer(torch.from_numpy(example)).float())
     with tempfile.TemporaryDirectory(prefix="bench-model-") as folder:
         weights, described = Path(folder) / "weights.pt", Path(folder) / "bench.json"
         torch.save(recognizer.state_dict(), weights)
