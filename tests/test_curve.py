@@ -13,6 +13,8 @@ from bench.cli import main
 from bench.curve import curve_specs, images_needed, parse_sizes, steps_per_epoch
 from bench.data import DataError, load_dataset
 from bench.data.store import make_kfold_split, make_split, nested_subset
+from bench.errors import ReportError
+from bench.report import load_comparison
 from bench.spec import Recipe
 
 FILES = [f"{i:04d}.png" for i in range(200)]
@@ -110,3 +112,5 @@ def test_curve_command_trains_each_point_once_and_tabulates(tmp_path, mlflow_sto
     assert main(args) in (None, 0)  # again: every point is kept, nothing trains
     assert len(mlflow.MlflowClient(mlflow_store).search_runs([runs[0].info.experiment_id])) == 2
     assert "2 runs; table in" in capsys.readouterr().out
+    with pytest.raises(ReportError, match="no finished training runs"):
+        load_comparison(["curves"])  # curve points are not leaderboard runs

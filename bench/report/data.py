@@ -42,6 +42,7 @@ class Comparison:
     studies: pd.DataFrame  # tuning studies' parent runs
     trials: pd.DataFrame  # tuning trials' runs
     experiments: list[str]
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # learning-curve points' runs
     _predictions: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
     _histories: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
 
@@ -98,7 +99,7 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
     """Final runs (not tuning trials) of ``experiments`` (default: all), optionally one suite's."""
     names, frame = query.experiment_runs(experiments)
     frame = grouped_metrics(frame)
-    for column in ("tags.kind", "tags.optuna_study", "tags.seed", "tags.error"):
+    for column in ("tags.kind", "tags.optuna_study", "tags.seed", "tags.error", "tags.curve_size"):
         if column not in frame:
             frame[column] = None
     frame["tags.suite"] = frame["tags.suite"].fillna("") if "tags.suite" in frame else ""
@@ -108,7 +109,8 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
         frame = frame[frame["tags.suite"] == suite]
     is_study = frame["tags.kind"] == "study"
     is_trial = frame["tags.optuna_study"].notna() & ~is_study
-    final = frame[~is_study & ~is_trial]
+    is_curve = frame["tags.curve_size"].notna()  # a point of `bench curve`: not a leaderboard run
+    final = frame[~is_study & ~is_trial & ~is_curve]
     accuracy = f"metrics.{metric_name('test_seq_acc')}"
     if accuracy not in final:
         final = final.assign(**{accuracy: np.nan})
@@ -125,4 +127,5 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
         studies=frame[is_study].reset_index(drop=True),
         trials=frame[is_trial].reset_index(drop=True),
         experiments=names,
+        curves=frame[is_curve & (frame.status == "FINISHED")].reset_index(drop=True),
     )
