@@ -139,3 +139,24 @@ def test_confusion_pairs_align_substitutions_insertions_and_deletions():
     assert pairs[("c", GAP)] == 1  # deletion
     assert pairs[(GAP, "c")] == 1  # insertion
     assert pairs[("a", "a")] == 3 and pairs[("b", "b")] == 3
+
+
+def test_processes_starting_together_on_a_new_store_create_it_once(tmp_path):
+    """Two trainings started at once on a new SQLite store: both run (MLflow's migration, run by
+    two processes at once, failed one of them with 'duplicate column name')."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'new.db'}"
+    code = "from bench.tracking import use_experiment; print(use_experiment('together'))"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(3)
+    ]
+    outcomes = [(w.wait(timeout=300), w.stdout.read().decode().strip()) for w in workers]
+    assert [code for code, _ in outcomes] == [0, 0, 0]
+    assert len({experiment for _, experiment in outcomes}) == 1  # one experiment for all

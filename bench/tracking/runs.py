@@ -4,6 +4,7 @@ run records. What a training logs is in :mod:`bench.tracking.record`."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import platform
 import subprocess
@@ -103,15 +104,34 @@ def training_view(experiment: str | None = None, base: str | None = None) -> str
 def use_experiment(name: str) -> str:
     """Point MLflow at the tracking store and experiment ``name`` (of the model-training kind);
     returns its id."""
-    mlflow.set_tracking_uri(tracking_uri())
-    try:
-        experiment = mlflow.set_experiment(name)
-    except mlflow.exceptions.MlflowException:  # another worker created it at the same moment
-        time.sleep(1)
-        experiment = mlflow.set_experiment(name)
-    if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
-        mlflow.set_experiment_tag(*EXPERIMENT_KIND)
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    with store_lock(uri):
+        try:
+            experiment = mlflow.set_experiment(name)
+        except mlflow.exceptions.MlflowException:  # another worker created it at the same moment
+            time.sleep(1)
+            experiment = mlflow.set_experiment(name)
+        if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            mlflow.set_experiment_tag(*EXPERIMENT_KIND)
     return experiment.experiment_id
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Held while a process opens a SQLite store (a file lock beside it): processes that start
+    together on a new store create its tables once (two at once fail MLflow's migration)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///")).with_suffix(".bench-lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
