@@ -507,6 +507,7 @@ def log_run(approach: str, seed: int, preds: list[str], val_acc: list[float], el
                 "device": "cpu",
                 "git_commit": "abc123",
                 "data.charset": "0123456789a",
+                "data.n_test": str(len(LABELS)),
             }
         )
         summary = metrics.summarize(preds, LABELS)
@@ -575,6 +576,7 @@ def test_leaderboard_csv_holds_the_table(fake_report):
     assert list(csv.columns) == ["suite", *CSV_COLUMNS]
     csv = csv.set_index("approach")
     assert (csv.dataset == "fake:ds").all() and list(csv.index) == ["crnn", "zero-net"]
+    assert (csv.images == len(LABELS)).all()  # one split: its test part's distinct images
     crnn, zero = csv.loc["crnn"], csv.loc["zero-net"]
     assert crnn.seq_acc == pytest.approx(0.9) and crnn.n == 2
     assert crnn.time_50 == pytest.approx(20.5) and crnn.time_90 == pytest.approx(30.5)

@@ -82,13 +82,17 @@ def replicate_order(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def fold_figures(group: pd.DataFrame) -> dict[str, Any]:
-    """A cross-validated approach's per-fold test sequence accuracy (mean over seeds): the folds,
-    the number of distinct test images, and each fold's accuracy with the spread."""
+    """The number of distinct test images (one split's test part, or every fold's); for a
+    cross-validated approach its per-fold test sequence accuracy (mean over seeds) too: the
+    folds, and each fold's accuracy with the spread."""
     folds = group[group["tags.fold"].astype(str) != ""]
     if folds.empty:
+        n_test = pd.to_numeric(
+            group.get("params.data.n_test", pd.Series(dtype=float)), errors="coerce"
+        )
         return {
             "folds": 0,
-            "images": math.nan,
+            "images": n_test.iloc[0] if len(n_test) else math.nan,
             "per_fold": "",
             "fold_min": math.nan,
             "fold_max": math.nan,
