@@ -860,3 +860,40 @@ def test_page_opens_in_headless_chromium_without_console_errors(report, store, t
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
     assert not [line for line in console if "ERROR" in line or "Uncaught" in line], console
     assert "Failed to load resource" not in done.stderr
+
+
+def test_data_efficiency_section_from_a_curve_folder(fake_report, tmp_path):
+    """`--curves DIR` adds the section: the figure, the images needed (or "not reached") and
+    every point; the page's rebuild commands carry the folder; no section without it."""
+    from bench.report.provenance import rebuild_commands
+
+    folder = tmp_path / "curves"
+    folder.mkdir()
+    points = pd.DataFrame(
+        {
+            "approach": ["crnn", "crnn", "ce-crnn", "ce-crnn"],
+            "train_images": [50, 728, 50, 728],
+            "runs": [2, 2, 2, 2],
+            "seeds": ["0 1"] * 4,
+            "epochs": [240.0, 40.0, 345.0, 30.0],
+            "steps": [240.0, 240.0, 1380.0, 1380.0],
+            "test_seq_acc": [0.2, 0.93, 0.5, 0.97],
+            "test_seq_acc_low": [0.15, 0.9, 0.45, 0.95],
+            "test_seq_acc_high": [0.25, 0.95, 0.55, 0.98],
+            "test_cer": [0.4, 0.02, 0.2, 0.01],
+            "images_for_90%": [728.0, 728.0, 728.0, 728.0],
+            "images_for_95%": [float("nan"), float("nan"), 728.0, 728.0],
+        }
+    )
+    points.to_csv(folder / "curve.csv", index=False)
+    page = build_report(tmp_path / "c.html", ["fake"], curves=folder).read_text()
+    section = page[page.index('<section id="data-efficiency">') :]
+    section = section[: section.index("</section>")]
+    assert "Data efficiency" in section and "<svg" in section
+    assert section.count("not reached") == 1  # crnn never reaches 95%
+    assert "93.00%" in section and "1380" in section
+    assert '<a href="#data-efficiency">' in page
+    assert "--curves" in " ".join(
+        rebuild_commands(pd.DataFrame(), ["report", "--curves", "c", "--out", "x"])
+    )
+    assert "data-efficiency" not in build_report(tmp_path / "n.html", ["fake"]).read_text()

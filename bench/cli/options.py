@@ -116,13 +116,20 @@ def add_workers_option(p: argparse.ArgumentParser, help: str, default: int | Non
     p.add_argument("--workers", type=workers_arg, default=default, help=help)
 
 
-def add_ablations_option(p: argparse.ArgumentParser) -> None:
-    """``--ablations DIR``: the report's 'What matters' section (none without it)."""
+def add_section_options(p: argparse.ArgumentParser) -> None:
+    """``--ablations DIR`` and ``--curves DIR``: the report's sections read from folders (none
+    without them)."""
     p.add_argument(
         "--ablations",
         type=Path,
         help="folder of `ablate` outputs (e.g. reports/ablations) for a 'What matters' section "
         "in the report (default: none)",
+    )
+    p.add_argument(
+        "--curves",
+        type=Path,
+        help="folder of a `curve` (its curve.csv) for a 'Data efficiency' section in the report "
+        "(default: none)",
     )
 
 

@@ -83,7 +83,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", help="only the runs of this suite")
     opt.add_storage_option(p, "Optuna storage of the studies (default: as each study recorded it)")
     p.add_argument("--out", type=Path, default=Path("reports/latest/index.html"))
-    opt.add_ablations_option(p)
+    opt.add_section_options(p)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -99,5 +99,6 @@ def cmd_report(args: argparse.Namespace) -> None:
         suite=args.suite,
         optuna_storage=args.storage,
         ablations=args.ablations,
+        curves=args.curves,
     )
     print(f"report written to {out}")

@@ -87,7 +87,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     opt.add_data_options(p, split_seed=False)
     p.add_argument("--out", type=Path, help="report file (default reports/SUITE/index.html)")
     opt.add_quiet_option(p, "no progress bar (log lines only)")
-    opt.add_ablations_option(p)
+    opt.add_section_options(p)
     p.add_argument(
         "--plan",
         action="store_true",
@@ -138,14 +138,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             tags={"plan_estimate_s": round(plan.wall_s)},
         )
         failures += outcome.failures
-    failures += report_suites(suites, out, storage, args.ablations)
+    failures += report_suites(suites, out, storage, args.ablations, args.curves)
     print(where_things_are(suites[0].experiment, storage))
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
     return 1 if failures else 0
 
 
-def report_suites(suites: list[Any], out: Path, storage: str, ablations: Path | None) -> list[str]:
+def report_suites(
+    suites: list[Any], out: Path, storage: str, ablations: Path | None, curves: Path | None
+) -> list[str]:
     """The suites' report and summary tables; the failure, if the report cannot be built."""
     from bench.report import build_report
     from bench.suite import summary_table
@@ -157,6 +159,7 @@ def report_suites(suites: list[Any], out: Path, storage: str, ablations: Path | 
             suite=suites[0].name if len(suites) == 1 else None,
             optuna_storage=storage,
             ablations=ablations,
+            curves=curves,
         )
         for suite in suites:
             print(f"suite {suite.name}:\n{summary_table(suite).to_string(index=False)}")

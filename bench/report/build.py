@@ -14,7 +14,7 @@ from bench.report import figures
 from bench.report.data import Comparison, load_comparison
 from bench.report.format import FILTERS
 from bench.report.provenance import provenance, report_arguments, training_setup, wall_time
-from bench.report.sections import ablation_tables, error_analysis, tuning_section
+from bench.report.sections import ablation_tables, curve_section, error_analysis, tuning_section
 from bench.report.tables import (
     ALPHA,
     CSV_NAME,
@@ -80,10 +80,12 @@ def build_report(
     suite: str | None = None,
     optuna_storage: str | None = None,
     ablations: Path | None = None,
+    curves: Path | None = None,
 ) -> Path:
     """Write the self-contained HTML report of ``experiments`` (optionally one suite) to ``out``
     and its leaderboards' numbers to ``leaderboard.csv`` beside it; with ``ablations``, a folder
-    of ``bench ablate`` outputs, a "What matters" section too."""
+    of ``bench ablate`` outputs, a "What matters" section too; with ``curves``, the folder of a
+    ``bench curve``, a "Data efficiency" section."""
     comparison = load_comparison(experiments, suite)
     several = comparison.runs["tags.suite"].nunique() > 1  # e.g. as published, and tuned
     datasets = [
@@ -92,7 +94,7 @@ def build_report(
         )
         for (dataset, name), runs in comparison.runs.groupby(["tags.dataset", "tags.suite"])
     ]
-    built_with = report_arguments(out, experiments, suite, optuna_storage, ablations)
+    built_with = report_arguments(out, experiments, suite, optuna_storage, ablations, curves)
     html = template().render(
         title=f"captcha-bench: {suite or ', '.join(comparison.experiments)}",
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -102,6 +104,7 @@ def build_report(
         failed=comparison.failed,
         ablations=ablation_tables(ablations),
         ablations_dir=str(ablations),
+        curves=curve_section(curves),
         provenance={**provenance(comparison.runs, built_with), "wall": wall_time(comparison)},
         csv_name=CSV_NAME,
         suite=suite,

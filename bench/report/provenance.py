@@ -89,6 +89,9 @@ def training_setup(runs: pd.DataFrame) -> dict[str, Any]:
     return {"budget": budget, "equal_time": bool(equal), "machines": machines}
 
 
+SECTION_FOLDERS = ("--ablations", "--curves")  # options naming a folder a section reads
+
+
 def rebuild_commands(runs: pd.DataFrame, built_with: list[str]) -> list[str]:
     """The commands that rebuild the page: with one suite tag on every run, the suite's run then
     its report (each with the page's ``--ablations``, if any); otherwise the report command this
@@ -96,12 +99,15 @@ def rebuild_commands(runs: pd.DataFrame, built_with: list[str]) -> list[str]:
     suites = runs.get("tags.suite", pd.Series(None, index=runs.index)).fillna("").astype(str)
     if suites.nunique() == 1 and suites.iloc[0]:
         suite = shlex.quote(suites.iloc[0])
-        out = built_with.index("--out")
-        given = out >= 2 and built_with[out - 2] == "--ablations"  # just before --out
-        ablations = built_with[out - 2 : out] if given else []
-        tail = [*ablations, *built_with[out:]]
+        folders = [  # --ablations DIR and --curves DIR: the sections' folders
+            arg
+            for at, option in enumerate(built_with)
+            if option in SECTION_FOLDERS
+            for arg in built_with[at : at + 2]
+        ]
+        tail = [*folders, *built_with[built_with.index("--out") :]]
         return [
-            " ".join(["python -m bench run --suite", suite, *map(shlex.quote, ablations)]),
+            " ".join(["python -m bench run --suite", suite, *map(shlex.quote, folders)]),
             " ".join(["python -m bench report --suite", suite, *map(shlex.quote, tail)]),
         ]
     return [" ".join(shlex.quote(a) for a in ["python", "-m", "bench", *built_with])]
@@ -113,6 +119,7 @@ def report_arguments(
     suite: str | None,
     optuna_storage: str | None,
     ablations: Path | None,
+    curves: Path | None = None,
 ) -> list[str]:
     """``bench report`` arguments equivalent to a :func:`build_report` call."""
     args = ["report"]
@@ -122,8 +129,9 @@ def report_arguments(
         args += ["--suite", suite]
     if optuna_storage:
         args += ["--storage", optuna_storage]
-    if ablations is not None:
-        args += ["--ablations", relative(Path(ablations))]
+    for option, folder in zip(SECTION_FOLDERS, (ablations, curves), strict=True):
+        if folder is not None:
+            args += [option, relative(Path(folder))]
     return [*args, "--out", relative(out)]
 
 

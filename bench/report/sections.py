@@ -163,6 +163,24 @@ def budget(study: dict[str, Any]) -> str:
     return f"{study.get('params.trials')} trials of {each}"
 
 
+def curve_section(folder: Path | None) -> dict[str, Any] | None:
+    """The learning curves ``bench curve`` wrote to ``folder/curve.csv``: the figure, the points,
+    and per approach the fewest training images reaching 90% and 95%; None without them."""
+    path = Path(folder) / "curve.csv" if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype={"seeds": str})
+    needed = table.drop_duplicates("approach")[["approach", "images_for_90%", "images_for_95%"]]
+    return {
+        "dir": str(folder),
+        "figure": figures.data_efficiency(table),
+        "points": table.to_dict("records"),
+        "needed": needed.rename(
+            columns=lambda c: c.replace("images_for_", "n").replace("%", "")
+        ).to_dict("records"),
+    }
+
+
 def ablation_tables(folder: Path | None) -> list[dict[str, Any]]:
     """The tables ``bench ablate`` wrote under ``folder`` (``*/ablation.csv``), by name."""
     if folder is None or not Path(folder).is_dir():
