@@ -17,6 +17,7 @@ from bench.data import Dataset
 from bench.report.stats import bootstrap_mean
 from bench.results import train_and_record
 from bench.spec import Recipe, RunSpec
+from bench.training.trainer import epoch_batches, run_data
 
 ALL = "all"
 CSV = "curve.csv"
@@ -44,17 +45,13 @@ def parse_sizes(text: str) -> list[int | str]:
 
 def steps_per_epoch(images: int, hparams: dict[str, Any]) -> int:
     """Optimizer steps of one epoch over ``images`` (as the trainer batches them)."""
-    batch = min(int(hparams["batch_size"]), images)
-    if hparams["drop_last"] or images % batch == 1:
-        return max(1, images // batch)
-    return -(-images // batch)
+    return epoch_batches(images, int(hparams["batch_size"]), bool(hparams["drop_last"]))[2]
 
 
 def training_images(recipe: Recipe, dataset: Dataset, fold: int = 0) -> int:
     """How many images the recipe's split trains on at full size."""
-    cfg = recipe.spec(fold=fold).cfg
-    store = dataset.store(*cfg.image_size)
-    return len(dataset.split(store, cfg.split, cfg.holdout, cfg.folds, fold).train)
+    _, split, _ = run_data(recipe.spec(fold=fold), dataset)
+    return len(split.train)
 
 
 def curve_specs(

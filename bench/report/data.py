@@ -42,7 +42,6 @@ class Comparison:
     studies: pd.DataFrame  # tuning studies' parent runs
     trials: pd.DataFrame  # tuning trials' runs
     experiments: list[str]
-    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # learning-curve points' runs
     _predictions: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
     _histories: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
 
@@ -127,5 +126,4 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
         studies=frame[is_study].reset_index(drop=True),
         trials=frame[is_trial].reset_index(drop=True),
         experiments=names,
-        curves=frame[is_curve & (frame.status == "FINISHED")].reset_index(drop=True),
     )

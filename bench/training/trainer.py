@@ -202,6 +202,15 @@ def run_data(spec: RunSpec, dataset: Dataset) -> tuple[TensorStore, Split, dict[
     return store, split, dataset.describe(store, split)
 
 
+def epoch_batches(images: int, batch_size: int, drop_last: bool) -> tuple[int, int, int]:
+    """How an epoch over ``images`` training images is batched: the batch size (at most the
+    images), the images used and the optimizer steps. A partial last batch is kept unless
+    ``drop_last``, or unless it is one image (BatchNorm cannot train on it)."""
+    batch = min(batch_size, images)
+    used = images - images % batch if drop_last or images % batch == 1 else images
+    return batch, used, -(-used // batch)
+
+
 def build_trainer(spec: RunSpec, dataset: Dataset, step: str | None = None) -> Trainer:
     """The trainer of ``spec``, complete: seeded by the spec (the same weights every time), the data
     store on the device, codec, model (channels_last on CUDA; compiled for training steps with
@@ -235,12 +244,9 @@ def build_trainer(spec: RunSpec, dataset: Dataset, step: str | None = None) -> T
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    batch_size = min(cfg.batch_size, len(split.train))
-    n_train = len(split.train)
-    # a partial last batch is kept unless drop_last, or unless it is one image (BatchNorm cannot)
-    if cfg.drop_last or n_train % batch_size == 1:
-        n_train -= n_train % batch_size
-    steps_per_epoch = -(-n_train // batch_size)
+    batch_size, n_train, steps_per_epoch = epoch_batches(
+        len(split.train), cfg.batch_size, cfg.drop_last
+    )
     optimizer = make_optimizer(cfg, model)
     trainer = Trainer(
         spec=spec,
