@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -188,6 +189,31 @@ def test_a_killed_workers_trial_is_picked_up_by_another(postgres, tmp_path, monk
         )
         assert [r.info.status for r in killed] == ["FAILED"]
         assert "heartbeat" in killed[0].data.tags["error"]
+
+
+@pytest.mark.parametrize("kind", ["file", "postgres"])
+def test_a_lock_interrupted_as_it_is_granted_is_not_kept(kind, tmp_path, monkeypatch, request):
+    # a kill arriving just after the lock was granted: the interrupted process's own next
+    # acquire (its clean-up) waited for ever on the lost handle's lock
+    url = (
+        f"sqlite:///{tmp_path / 'optuna.db'}"
+        if kind == "file"
+        else database(request.getfixturevalue("postgres"), "interrupted")
+    )
+    granted = StorageLock._lock
+
+    def granted_then_interrupted(self, handle):
+        granted(self, handle)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(StorageLock, "_lock", granted_then_interrupted)
+    with pytest.raises(KeyboardInterrupt) as interrupted:  # its frames stay alive, as in a caller
+        StorageLock(url).acquire()
+    monkeypatch.setattr(StorageLock, "_lock", granted)
+    again = threading.Thread(target=lambda: StorageLock(url).acquire().release(), daemon=True)
+    again.start()
+    again.join(timeout=20)
+    assert not again.is_alive(), f"the lock stayed held after {interrupted.value!r}"
 
 
 def test_the_advisory_lock_excludes_a_second_holder(postgres):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 
+from bench import interrupts
 from bench.allocator import keep_freed_memory
 from bench.cli.options import check_approach_names
 from bench.cli.parser import build_parser
@@ -15,10 +15,6 @@ from bench.errors import DataError, LabelError, NonFiniteLossError, ReportError,
 
 # errors caused by what the user asked for: printed as one line, not a traceback
 USER_ERRORS = (DataError, LabelError, KeyError, ValueError, NonFiniteLossError, ReportError)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # a kill ends runs as KILLED and saves what is done, like Ctrl-C
 
 
 def joined_negative_values(argv: list[str]) -> list[str]:
@@ -56,11 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError as err:
             print(f"error: {err.args[0]}", file=sys.stderr)
             return 2
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupts.catch()  # a kill ends runs as KILLED and saves what is done, like Ctrl-C
     keep_freed_memory()  # CPU steps stop page-faulting their activations in anew (bench.allocator)
     set_log_levels(args.verbose)
     try:
         code = args.func(args)
+        interrupts.check()  # a stop lost on the way still ends as interrupted
     except USER_ERRORS as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)

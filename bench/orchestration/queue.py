@@ -8,6 +8,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial
 
+from bench import interrupts
 from bench.orchestration.storage import StorageLock
 from bench.orchestration.workers import POLL_S
 
@@ -34,8 +35,11 @@ def work_queue(
     """
     started = time.monotonic()
     while timeout is None or time.monotonic() - started < timeout:
-        held = StorageLock(lock).acquire() if lock else None
+        interrupts.check()
+        held = StorageLock(lock) if lock else None
         try:
+            if held is not None:
+                held.acquire()
             optuna.storages.fail_stale_trials(study)  # no-op without heartbeats
             state = look(study.get_trials(deepcopy=False))
             if state == DONE or (state == BUSY and not wait):

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import os
 from pathlib import Path
+from typing import IO
 
 import optuna
 import sqlalchemy
@@ -105,31 +106,56 @@ class StorageLock:
         self._handle = None
 
     def acquire(self) -> StorageLock:
-        if self._handle is not None:
+        """Wait for the lock. Interrupted at any point (Ctrl-C, a kill arriving just as the lock
+        is granted) it holds nothing: a lock held by a lost handle would block this process's
+        own next ``acquire`` for ever."""
+        if self._handle is not None or (self.path is None and self.url is None):
             return self
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("w")
-            fcntl.flock(self._handle, fcntl.LOCK_EX)
-        elif self.url is not None:
-            self._handle = server_engine(self.url).connect()
-            if self._handle.dialect.name == "postgresql":
-                self._handle.exec_driver_sql(f"SELECT pg_advisory_lock({self.key})")
-            elif self._handle.dialect.name in ("mysql", "mariadb"):
-                self._handle.exec_driver_sql("SELECT GET_LOCK(%s, -1)", (self.name,))
+        handle = self._connect()
+        try:
+            self._lock(handle)
+        except BaseException:
+            self._drop(handle)
+            raise
+        self._handle = handle
         return self
 
     def release(self) -> None:
-        if self._handle is None:
+        handle, self._handle = self._handle, None
+        if handle is None:
             return
+        try:
+            if self.path is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            elif handle.dialect.name == "postgresql":
+                handle.exec_driver_sql(f"SELECT pg_advisory_unlock({self.key})")
+            elif handle.dialect.name in ("mysql", "mariadb"):
+                handle.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (self.name,))
+        finally:
+            handle.close()
+
+    def _connect(self) -> IO[str] | sqlalchemy.Connection:
         if self.path is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-        elif self._handle.dialect.name == "postgresql":
-            self._handle.exec_driver_sql(f"SELECT pg_advisory_unlock({self.key})")
-        elif self._handle.dialect.name in ("mysql", "mariadb"):
-            self._handle.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (self.name,))
-        self._handle.close()
-        self._handle = None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return self.path.open("w")
+        return server_engine(self.url).connect()
+
+    def _lock(self, handle: IO[str] | sqlalchemy.Connection) -> None:
+        if isinstance(handle, sqlalchemy.Connection):
+            if handle.dialect.name == "postgresql":
+                handle.exec_driver_sql(f"SELECT pg_advisory_lock({self.key})")
+            elif handle.dialect.name in ("mysql", "mariadb"):
+                handle.exec_driver_sql("SELECT GET_LOCK(%s, -1)", (self.name,))
+        else:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+
+    @staticmethod
+    def _drop(handle: IO[str] | sqlalchemy.Connection) -> None:
+        """Closing a file releases its lock; a server's lock goes with its session, so the
+        connection is discarded, not returned to the pool."""
+        if isinstance(handle, sqlalchemy.Connection):
+            handle.invalidate()
+        handle.close()
 
     def __enter__(self) -> StorageLock:
         return self.acquire()

@@ -14,6 +14,8 @@ from typing import Any
 
 import optuna
 
+from bench import interrupts
+
 POLL_S = 2.0  # how often a worker looks again when the work left is in others' hands
 MAX_PER_GPU = 8  # measured: 8 processes of a seed-style loop gave 2.7x one process's throughput
 CUDA_CONTEXT_MB = 600.0  # each process's CUDA context and cuDNN/cuBLAS workspaces
@@ -107,12 +109,8 @@ def worker_processes(
 
 def _worker_main(target: Callable[..., None], args: tuple) -> None:
     """An extra worker: SIGTERM interrupts it like Ctrl-C, then ``target(*args)``."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupts.catch()
     target(*args)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 @contextmanager

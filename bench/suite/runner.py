@@ -21,6 +21,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from bench import interrupts
 from bench.data import Dataset
 from bench.orchestration import (
     BUSY,
@@ -290,6 +291,7 @@ def work_on(units: list[Unit], progress: Progress) -> SuiteOutcome:
     outcome = SuiteOutcome()
     pending = [UnitRun(unit, progress, outcome) for unit in units]
     while pending:
+        interrupts.check()
         pending = [run for run in pending if not run.step()]
         if pending:
             time.sleep(POLL_S)  # the rest is in other workers' hands: wait, look again
@@ -367,6 +369,8 @@ class UnitRun:
         except KeyboardInterrupt:
             raise
         except Exception as err:  # one approach failing does not stop the suite
+            if interrupts.received():  # a library turned the interruption into its own error
+                raise KeyboardInterrupt from err
             self.outcome.failures.append(f"{self.label}: {type(err).__name__}: {err}")
             self.progress.log(f"FAILED {self.label}: {type(err).__name__}: {err}")
             return True

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bench import metrics
+from bench import interrupts, metrics
 from bench.approaches.layers import reset_states
 from bench.data import Dataset
 from bench.errors import NonFiniteLossError
@@ -116,6 +116,7 @@ def train_epoch(trainer: Trainer, loop: LoopState, epoch: int, bar: tqdm) -> dic
     epoch_steps, epoch_first_image = 0, images
     for idx in perm[: trainer.n_train].split(trainer.batch_size):
         loss_sum += trainer.train_step(idx)
+        interrupts.check()  # a stop lost where it landed stops here
         steps, epoch_steps, images = steps + 1, epoch_steps + 1, images + len(idx)
         seconds = loop.train_seconds + time.perf_counter() - started
         step_schedule(trainer, position=schedule_position(cfg, steps, seconds, total_steps))
