@@ -51,6 +51,7 @@ class TrainConfig:
     rotate: float = 0.0  # augmentation: max degrees
     brightness: float = 0.0  # augmentation: fastai max_lighting
     contrast: float = 0.0
+    init: str = ""  # start from the weights of the model a run logged: run:<MLflow run id>
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -131,11 +132,13 @@ class TrainConfig:
             ("rotate", 0 <= self.rotate <= 180, "in [0, 180] degrees"),
             ("brightness", 0 <= self.brightness < 1, "in [0, 1)"),
             ("contrast", 0 <= self.contrast < 1, "in [0, 1)"),
+            ("init", not self.init or INIT_RUN.fullmatch(self.init), "run:<MLflow run id>"),
         ):
             if not ok:
                 raise ValueError(f"{key}={getattr(self, key)!r} is out of range: use {wanted}")
 
 
+INIT_RUN = re.compile(r"run:([0-9a-f]{32})")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adadelta")
 # named output alphabets; source 001 reads digits + lowercase (36 characters, 37 classes)
 ALPHABETS = {"alnum": string.digits + string.ascii_lowercase, "digits": string.digits}

@@ -97,10 +97,12 @@ def test_split_is_deterministic_disjoint_and_complete():
 # ------------------------------------------------------------------------------------- synthetic
 
 
-def test_synthetic_is_deterministic_and_cached(bench_cache, monkeypatch):
+def test_synthetic_is_deterministic_and_cached(bench_cache, monkeypatch, tmp_path):
     first = synthetic_source("tiny,count=30,seed=5")
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))  # rendered again, on its own
     second = synthetic_source("tiny,count=30,seed=5")
     assert first.fingerprint == second.fingerprint and first.labels == second.labels
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(bench_cache))
     assert len(first.files) == 30 and all(len(t) == 3 and t.isdigit() for t in first.labels)
 
     import captcha.image
@@ -125,12 +127,39 @@ def test_synthetic_labels_follow_the_spec():
     assert len(set(every)) == 10_000 and {len(t) for t in every} == {4}
 
 
+def test_v2style_renders_captcha_v2s_layout_the_same_for_the_same_seed(monkeypatch, tmp_path):
+    spec = parse_synthetic("v2style,count=40,seed=3")
+    assert (spec.width, spec.height, spec.min_len, spec.max_len) == (200, 50, 5, 5)
+    first = synthetic_source("v2style,count=40,seed=3")
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))  # rendered again, on its own
+    again = synthetic_source("v2style,count=40,seed=3")
+    other = synthetic_source("v2style,count=40,seed=4")
+    assert first.fingerprint == again.fingerprint != other.fingerprint
+    assert set("".join(first.labels)) <= set(CAPTCHA_V2_CHARSET)
+    images = np.stack([np.asarray(Image.open(f).convert("L")) for f in first.files])
+    assert images.shape == (40, 50, 200)
+    # the measured layout of captcha-v2: ink between x 10 and 190, none in the outer columns;
+    # the background light grey getting lighter to the right
+    dark = images < 100
+    assert dark[:, :, :5].mean() < 0.01 and dark[:, :, 195:].mean() < 0.01
+    assert 0.12 < dark.mean() < 0.25
+    light = np.percentile(images, 90, axis=1).mean(0)
+    assert 185 < light[:20].mean() < 215 and light[-20:].mean() > 235
+
+
+def test_a_new_synthetic_style_keeps_the_earlier_sets_keys():
+    # the caches and checkpoints of sets rendered before styles existed stay valid
+    assert parse_synthetic("tiny").key() == "3465eb168e21717a"
+    assert parse_synthetic("tiny,style=v2").key() != parse_synthetic("tiny").key()
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
         ("nope", "unknown synthetic preset 'nope'"),
         ("tiny,colour=red", "unknown synthetic parameter 'colour'"),
         ("tiny,min_len=5,max_len=3", "min_len <= max_len"),
+        ("tiny,style=comic", "unknown synthetic style 'comic'; styles: captcha, v2"),
         ("charset=01,length=2,count=5,unique=true", "4 exist"),
     ],
 )

@@ -16,13 +16,19 @@ import tempfile
 import urllib.request
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+from unittest import mock
 
 from tqdm.auto import tqdm
 
 from bench.errors import DataError
 from bench.paths import cache_dir, data_dirs
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class DatasetMismatchWarning(UserWarning):
@@ -231,7 +237,9 @@ def safe_extract(archive: Path, target: Path) -> None:
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """Captchas rendered with the ``captcha`` package; the same spec renders the same images."""
+    """Rendered captchas, the same spec the same images: ``style`` ``captcha`` draws with the
+    ``captcha`` package's ImageCaptcha, ``v2`` with :mod:`bench.data.lookalike` (captcha-v2's
+    look)."""
 
     charset: str = "0123456789"
     min_len: int = 4
@@ -241,9 +249,13 @@ class SyntheticSpec:
     count: int = 10_000
     seed: int = 0
     unique: bool = False  # draw labels without replacement (all 10,000 for source 003's preset)
+    style: str = "captcha"
 
     def key(self) -> str:
-        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if self.style == "captcha":  # the key of the sets rendered before styles existed
+            del fields["style"]
+        return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:16]
 
 
 SYNTHETIC_PRESETS = {
@@ -253,11 +265,18 @@ SYNTHETIC_PRESETS = {
     "alnum4to7": SyntheticSpec(
         charset="0123456789abcdefghijklmnopqrstuvwxyz", min_len=4, max_len=7, width=200, height=50
     ),
+    # captcha-v2's look: its 19 characters, five to an image, 200x50 (bench.data.lookalike)
+    "v2style": SyntheticSpec(
+        charset=CAPTCHA_V2_CHARSET, min_len=5, max_len=5, width=200, height=50, style="v2"
+    ),
     # small and quick, for tests and smoke runs
     "tiny": SyntheticSpec(
         charset="0123456789", min_len=3, max_len=3, width=96, height=32, count=400
     ),
 }
+
+
+STYLES = ("captcha", "v2")
 
 
 def parse_synthetic(spec: str) -> SyntheticSpec:
@@ -284,6 +303,8 @@ def parse_synthetic(spec: str) -> SyntheticSpec:
         else:
             overrides[key] = fields[key](value)
     result = SyntheticSpec(**{**asdict(base), **overrides})
+    if result.style not in STYLES:
+        raise DataError(f"unknown synthetic style {result.style!r}; styles: {', '.join(STYLES)}")
     if not 1 <= result.min_len <= result.max_len:
         raise DataError(f"synthetic lengths must satisfy 1 <= min_len <= max_len, got {spec!r}")
     if result.unique and result.count > _label_space(result):
@@ -327,21 +348,48 @@ def synthetic_source(spec: SyntheticSpec | str, name: str | None = None) -> Sour
     return folder_source(folder, name=name or f"synthetic:{spec.key()}", charset=spec.charset)
 
 
+def _renderer(spec: SyntheticSpec) -> Callable[[str, str], Image.Image]:
+    """``draw(label, seed)``: one image, the same for the same seed."""
+    if spec.style == "v2":
+        from bench.data import lookalike
+
+        return lambda label, seed: lookalike.render(
+            label, random.Random(seed), spec.width, spec.height
+        )
+    import captcha.image
+
+    # ImageCaptcha's font sizes suit its 60-pixel default height; scale them to keep text in frame
+    fonts = tuple(round(size * spec.height / 60) for size in (42, 50, 56))
+    generator = captcha.image.ImageCaptcha(width=spec.width, height=spec.height, font_sizes=fonts)
+
+    def draw(label: str, seed: str) -> Image.Image:
+        random.seed(seed)  # captcha < 0.7 draws from the global generator, 0.7 from secrets
+        with mock.patch.object(captcha.image, "secrets", SeededSecrets(random.Random(seed))):
+            return generator.generate_image(label)
+
+    return draw
+
+
+class SeededSecrets:
+    """The three calls of :mod:`secrets` that ImageCaptcha makes, drawn from a seeded generator,
+    so that a synthetic spec renders the same images on every machine."""
+
+    def __init__(self, rng: random.Random):
+        self.randbelow = rng.randrange
+        self.randbits = rng.getrandbits
+        self.choice = rng.choice
+
+
 def _render(spec: SyntheticSpec, folder: Path) -> None:
     """Render into a temporary folder beside ``folder`` and move it in place when complete."""
-    from captcha.image import ImageCaptcha
-
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".render-"))
     labels = synthetic_labels(spec)
-    # ImageCaptcha's font sizes suit its 60-pixel default height; scale them to keep text in frame
-    fonts = tuple(round(size * spec.height / 60) for size in (42, 50, 56))
-    generator = ImageCaptcha(width=spec.width, height=spec.height, font_sizes=fonts)
-    state = random.getstate()  # ImageCaptcha draws from the global generator
+    draw = _renderer(spec)
+    state = random.getstate()  # ImageCaptcha reseeds the global generator
     try:
         for i, label in enumerate(tqdm(labels, desc="render synthetic", leave=False)):
-            random.seed(f"{spec.seed}:{i}")
-            generator.generate_image(label).save(tmp / f"{i:06d}.png", "PNG")
+            draw(label, f"{spec.seed}:{i}").save(tmp / f"{i:06d}.png", "PNG")
         with (tmp / "labels.csv").open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["file", "label"])

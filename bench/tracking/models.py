@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,45 @@ def check_run_has_model(run_id: str) -> None:
             else "it was trained with --no-model"
         )
         raise ValueError(f"run {run_id} logged no model: {why}; `python -m bench train` logs one")
+
+
+@dataclass(frozen=True)
+class InitialWeights:
+    """The weights ``init=run:<id>`` names: the model part of that run's logged recognizer."""
+
+    run_id: str
+    model_id: str | None  # its MLflow logged model (lineage), None for a model of MLflow 2
+    approach: str
+    dataset: str
+    state: dict[str, Any]
+
+
+def initial_weights(init: str) -> InitialWeights:
+    """Fetch the weights of ``init`` (``run:<MLflow run id>``); a run that does not exist or logged
+    no model is a ``ValueError`` saying so."""
+    import torch
+
+    run_id = init.removeprefix("run:")
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    check_run_has_model(run_id)
+    run = client.get_run(run_id)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    model_id = outputs[0].model_id if outputs else None
+    # the two files needed, not the model's copy of the bench package
+    model = (
+        client.get_logged_model(model_id).artifact_location if model_id else f"runs:/{run_id}/model"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-init-") as folder:
+        weights = mlflow.artifacts.download_artifacts(
+            f"{model}/artifacts/weights.pt", dst_path=folder
+        )
+        meta = mlflow.artifacts.load_dict(f"runs:/{run_id}/bench.json")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    return InitialWeights(
+        run_id=run_id,
+        model_id=model_id,
+        approach=meta["approach"],
+        dataset=run.data.tags.get("dataset", ""),
+        state={k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")},
+    )

@@ -13,6 +13,7 @@ import mlflow
 import mlflow.data
 import pandas as pd
 import torch
+from mlflow.entities import LoggedModelInput
 from mlflow.models import infer_signature
 
 from bench.codecs import Codec
@@ -20,6 +21,7 @@ from bench.data import Dataset, Split, TensorStore
 from bench.plots import run_figures
 from bench.recognizer import Recognizer, package
 from bench.spec import RunSpec
+from bench.tracking.models import initial_weights
 from bench.tracking.runs import environment, log_figure, log_metrics, log_params, mlflow_run
 from bench.training import Trainer, TrainResult, train
 
@@ -136,7 +138,12 @@ def train_tracked(
     state_tag: str | None = None,
 ) -> tuple[TrainResult, str]:
     """:func:`bench.training.train` inside an MLflow run (see
-    :func:`~bench.tracking.runs.mlflow_run` for how it ends); returns the result and the run id."""
+    :func:`~bench.tracking.runs.mlflow_run` for how it ends); returns the result and the run id.
+
+    With ``init=run:<id>`` the model starts from the weights that run logged (fetched before the
+    run starts); the run records where they came from: the logged model as an input (MLflow's
+    lineage), the tags ``init_run`` and ``init_dataset``.
+    """
     run_tags = {
         "approach": spec.approach,
         "source": spec.source,
@@ -146,6 +153,13 @@ def train_tracked(
         "suite": "",
         **(tags or {}),
     }
+    start = initial_weights(spec.cfg.init) if spec.cfg.init else None
+    if start is not None:
+        if start.approach != spec.approach:
+            raise ValueError(
+                f"init={spec.cfg.init} is a {start.approach} model; this run is {spec.approach}"
+            )
+        run_tags |= {"init_run": start.run_id, "init_dataset": start.dataset}
     with mlflow_run(
         experiment or spec.dataset,
         run_name or spec.label,
@@ -155,6 +169,10 @@ def train_tracked(
         state_tag=state_tag,
     ) as run:
         log_params({**spec.params(), **environment()})
+        if start is not None and start.model_id:  # as mlflow.evaluate records its model
+            mlflow.MlflowClient().log_inputs(
+                run.info.run_id, models=[LoggedModelInput(start.model_id)]
+            )
 
         def log_data(trainer: Trainer) -> None:
             log_params({f"data.{k}": v for k, v in trainer.data.items()})
@@ -169,6 +187,7 @@ def train_tracked(
             checkpoint_dir=checkpoint_dir,
             progress=progress,
             test=test,
+            initial_state=start.state if start is not None else None,
         )
         log_result(result, dataset, logger, log_model=log_model)
     return result, run.info.run_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -53,6 +53,7 @@ def train(
     progress: bool = True,
     test: bool = True,
     on_start: Callable[[Trainer], None] | None = None,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``spec`` on ``dataset``'s train split, validate every epoch, then evaluate the test
     split (``test``) or the validation split again (tuning trials never see the test split).
@@ -60,8 +61,9 @@ def train(
     With ``checkpoint_dir`` the state is saved after every epoch and an identical re-run resumes
     from it (a finished one is reused, and says so). Raises :class:`NonFiniteLossError` when the
     loss stops being finite. ``on_start`` gets the trainer before the first epoch.
+    ``initial_state``: the weights ``init=run:...`` names (see :func:`build_trainer`).
     """
-    trainer = build_trainer(spec, dataset)
+    trainer = build_trainer(spec, dataset, initial_state=initial_state)
     if on_start is not None:
         on_start(trainer)
     cfg = trainer.cfg

@@ -13,6 +13,7 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,14 +212,20 @@ def epoch_batches(images: int, batch_size: int, drop_last: bool) -> tuple[int, i
     return batch, used, -(-used // batch)
 
 
-def build_trainer(spec: RunSpec, dataset: Dataset, step: str | None = None) -> Trainer:
+def build_trainer(
+    spec: RunSpec,
+    dataset: Dataset,
+    step: str | None = None,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
+) -> Trainer:
     """The trainer of ``spec``, complete: seeded by the spec (the same weights every time), the data
     store on the device, codec, model (channels_last on CUDA; compiled for training steps with
     ``spec.compile``), optimizer, schedule, batching arithmetic, and its training step.
 
     ``step``: ``eager``; ``static`` (the capturable step on static buffers, run eagerly);
     ``captured`` (that step captured as CUDA graphs); default: ``captured`` with ``spec.graphs``,
-    else ``eager``.
+    else ``eager``. ``initial_state``: the model's starting weights (``init=run:...``, fetched by
+    the caller), in place of the approach's initialisation.
     """
     step = step or ("captured" if spec.graphs else "eager")
     if step not in STEPS:
@@ -238,6 +245,8 @@ def build_trainer(spec: RunSpec, dataset: Dataset, step: str | None = None) -> T
         **cfg.codec_options(approach.codec),
     )
     model = approach.build_model(codec.num_classes, max_len, spec.hparams)
+    if cfg.init:
+        load_initial_state(model, initial_state, cfg.init)
     flops, steps = count_flops(model, cfg.channels, cfg.height, cfg.width)
     check_steps(approach.name, approach.codec, steps, max_len)
     model.to(dev)
@@ -271,3 +280,17 @@ def build_trainer(spec: RunSpec, dataset: Dataset, step: str | None = None) -> T
     if step != "eager":
         trainer.use_static_step(capture=step == "captured")
     return trainer
+
+
+def load_initial_state(
+    model: nn.Module, state: Mapping[str, torch.Tensor] | None, init: str
+) -> None:
+    """``state`` into ``model``; a missing state or one of another shape is a ``ValueError``
+    naming ``init``."""
+    if state is None:
+        raise ValueError(f"init={init}: its weights were not given (bench.tracking fetches them)")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        detail = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise ValueError(f"init={init}: its weights do not fit this model: {detail}") from None
