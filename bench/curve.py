@@ -20,12 +20,14 @@ from bench.spec import Recipe, RunSpec
 from bench.training.trainer import epoch_batches, run_data
 
 ALL = "all"
+SCRATCH = "scratch"
 CSV = "curve.csv"
 LEVELS = (0.9, 0.95)  # "images needed for" these test sequence accuracies
 
 
 def parse_sizes(text: str) -> list[int | str]:
-    """``50,100,200,all``: positive image counts and ``all``, each once, in increasing order."""
+    """``0,50,100,200,all``: image counts and ``all``, each once, in increasing order (0: no
+    training, the starting weights tested as they are: a zero-shot point, with ``init``)."""
     sizes: list[int | str] = []
     for item in (t.strip() for t in text.split(",") if t.strip()):
         if item == ALL:
@@ -35,8 +37,8 @@ def parse_sizes(text: str) -> list[int | str]:
             size = int(item)
         except ValueError:
             size = 0
-        if size < 1:
-            raise ValueError(f"--sizes {text}: {item!r} is not a positive image count or 'all'")
+        if size < 0 or (size == 0 and item != "0"):
+            raise ValueError(f"--sizes {text}: {item!r} is not an image count or 'all'")
         sizes.append(size)
     if not sizes or len(set(sizes)) < len(sizes):
         raise ValueError(f"--sizes {text}: give each size once, e.g. 50,100,200,all")
@@ -67,6 +69,15 @@ def curve_specs(
         steps = int(full["epochs"]) * steps_per_epoch(n_full, full)
         for size in sizes:
             n = n_full if size == ALL else int(size)
+            if n == 0:
+                if not full.get("init"):
+                    raise ValueError(
+                        "--sizes 0 tests the starting weights untrained: it needs "
+                        "--set init=run:<run id> (a pretrained model)"
+                    )
+                # untrained, a seed changes nothing: the first one
+                points.append((0, recipe.with_fixed(epochs=0).spec(seed=seeds[0], fold=fold)))
+                continue
             if n > n_full:
                 raise ValueError(
                     f"--sizes: {n} images is more than {recipe.approach}'s training part "
@@ -85,13 +96,15 @@ def run_curve(
     experiment: str = "curves",
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train every point not trained yet (``out/size-N/``, resumable; each an MLflow run tagged
-    ``curve_size`` and ``subset``), then write and return the curve table (:func:`curve_table`)."""
+    """Train every point not trained yet (``out/size-N/``, or ``out/init-<run id>/size-N/`` when
+    it starts from a pretrained model; resumable; each an MLflow run tagged ``curve_size`` and
+    ``subset``), then write and return the curve table (:func:`curve_table`)."""
     for size, spec in points:
+        start = spec.cfg.init.replace(":", "-")
         train_and_record(
             spec,
             dataset,
-            out / f"size-{size}",
+            out / start / f"size-{size}",
             experiment=experiment,
             suite="curve",
             progress=progress,
@@ -106,16 +119,17 @@ def curve_table(out: Path) -> pd.DataFrame:
     """Per approach and size: runs, training images, epochs and steps, the test sequence accuracy
     pooled over the runs with a 95% interval (runs, then images resampled), the CER; and per
     approach the fewest images whose accuracy reaches each of :data:`LEVELS`."""
-    records = [json.loads(p.read_text()) for p in sorted(out.glob("size-*/*-seed*.json"))]
-    if not records:
+    files = sorted([*out.glob("size-*/*-seed*.json"), *out.glob("run-*/size-*/*-seed*.json")])
+    if not files:
         raise FileNotFoundError(f"no curve results in {out}")
     rows = []
-    for (approach, size), group in _groups(records).items():
+    for (approach, start, size), group in _groups(files).items():
         correct = [[float(p["correct"]) for p in r["predictions"]] for r in group]
         mean, low, high = bootstrap_mean(correct, outcomes=True)
         rows.append(
             {
                 "approach": approach,
+                "start": start,
                 "train_images": size,
                 "runs": len(group),
                 "seeds": " ".join(str(s) for s in sorted({r["seed"] for r in group})),
@@ -127,22 +141,37 @@ def curve_table(out: Path) -> pd.DataFrame:
                 "test_cer": float(np.mean([r["test_cer"] for r in group])),
             }
         )
-    table = pd.DataFrame(rows).sort_values(["approach", "train_images"], ignore_index=True)
+    table = pd.DataFrame(rows).sort_values(["approach", "start", "train_images"], ignore_index=True)
     for level in LEVELS:
-        table[f"images_for_{level:.0%}"] = table.approach.map(images_needed(table, level))
+        needed = images_needed(table, level)
+        table[f"images_for_{level:.0%}"] = [
+            needed[k] for k in zip(table.approach, table.start, strict=True)
+        ]
     return table
 
 
-def _groups(records: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for record in records:
-        groups.setdefault((record["approach"], int(record["n_train"])), []).append(record)
+def start_of(record: dict[str, Any]) -> str:
+    """Where a point's weights started: ``scratch`` (the approach's initialisation) or the
+    ``init`` setting (``run:<id>``, a pretrained model)."""
+    return record["hparams"].get("init") or SCRATCH
+
+
+def _groups(files: list[Path]) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+    """Results by approach, start and size (read from their ``size-N`` folder: a zero-shot
+    point trained on none of its split's training images)."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for file in files:
+        record = json.loads(file.read_text())
+        size = int(file.parent.name.removeprefix("size-"))
+        groups.setdefault((record["approach"], start_of(record), size), []).append(record)
     return groups
 
 
-def images_needed(table: pd.DataFrame, level: float) -> dict[str, float]:
-    """Per approach the fewest training images whose pooled accuracy reaches ``level`` (NaN when
-    no size does)."""
+def images_needed(table: pd.DataFrame, level: float) -> dict[tuple[str, str], float]:
+    """Per approach and start the fewest training images whose pooled accuracy reaches
+    ``level`` (NaN when no size does)."""
     reached = table[table.test_seq_acc >= level]
-    needed = reached.groupby("approach").train_images.min()
-    return {a: float(needed.get(a, np.nan)) for a in table.approach.unique()}
+    needed = reached.groupby(["approach", "start"]).train_images.min()
+    return {
+        key: float(needed.get(key, np.nan)) for key in zip(table.approach, table.start, strict=True)
+    }

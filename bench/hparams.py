@@ -119,7 +119,11 @@ class TrainConfig:
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("epochs", self.epochs >= 1, ">= 1"),
+            (
+                "epochs",
+                self.epochs >= 1 or (self.epochs == 0 and self.init),
+                ">= 1 (0 with init: test the starting weights untrained)",
+            ),
             ("budget", self.budget >= 0, ">= 0 seconds (0: train the epochs)"),
             ("schedule", self.schedule in SCHEDULES, " | ".join(SCHEDULES)),
             ("pct_start", 0 < self.pct_start < 1, "in (0, 1)"),

@@ -74,11 +74,24 @@ def test_points_hold_the_full_recipes_optimizer_steps():
     assert points[0][1].cfg.epochs == math.ceil(steps / 1)  # 5 images: one step an epoch
     with pytest.raises(ValueError, match="more than lstm-columns's training part"):
         curve_specs(recipe, dataset, [43], seeds=[0])
+    with pytest.raises(ValueError, match="--sizes 0 tests the starting weights untrained"):
+        curve_specs(recipe, dataset, [0], seeds=[0])
+
+
+def test_a_zero_shot_point_is_the_starting_model_tested_once():
+    dataset = load_dataset(TINY)
+    start = "run:" + "a" * 32  # checked for a model when a run starts, not here
+    recipe = Recipe.of("lstm-columns", dataset, {**SMALL, "init": start})
+    points = curve_specs(recipe, dataset, parse_sizes("0,5"), seeds=[0, 1])
+    assert [(n, spec.seed, spec.cfg.epochs) for n, spec in points][:1] == [(0, 0, 0)]
+    assert [n for n, _ in points] == [0, 5, 5]  # untrained, a second seed would repeat it
+    assert all(spec.cfg.init == start for _, spec in points)
 
 
 def test_sizes_parse_in_order_and_bad_ones_are_refused():
     assert parse_sizes("all, 200,50") == [50, 200, "all"]
-    for bad in ("0,10", "ten", "10,10", ""):
+    assert parse_sizes("50,0") == [0, 50]
+    for bad in ("-1,10", "ten", "10,10", "", "00"):
         with pytest.raises(ValueError, match="--sizes"):
             parse_sizes(bad)
 
@@ -86,13 +99,16 @@ def test_sizes_parse_in_order_and_bad_ones_are_refused():
 def test_images_needed_is_the_smallest_size_at_the_level():
     table = pd.DataFrame(
         {
-            "approach": ["a"] * 3 + ["b"] * 2,
-            "train_images": [50, 100, 200, 50, 100],
-            "test_seq_acc": [0.5, 0.92, 0.97, 0.2, 0.6],
+            "approach": ["a"] * 5 + ["b"] * 2,
+            "start": ["scratch"] * 3 + ["run:x"] * 2 + ["scratch"] * 2,
+            "train_images": [50, 100, 200, 50, 100, 50, 100],
+            "test_seq_acc": [0.5, 0.92, 0.97, 0.95, 0.98, 0.2, 0.6],
         }
     )
-    assert images_needed(table, 0.9) == {"a": 100.0, "b": pytest.approx(math.nan, nan_ok=True)}
-    assert images_needed(table, 0.95)["a"] == 200.0
+    needed = images_needed(table, 0.9)
+    assert needed[("a", "scratch")] == 100.0 and needed[("a", "run:x")] == 50.0
+    assert math.isnan(needed[("b", "scratch")])
+    assert images_needed(table, 0.95)[("a", "scratch")] == 200.0
 
 
 def test_curve_command_trains_each_point_once_and_tabulates(tmp_path, mlflow_store, capsys):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bench.data import load_dataset
-from bench.tracking.models import initial_weights
+from bench.recognizer import read_images
+from bench.tracking.models import initial_weights, load_recognizer
 from tests.conftest import fit_tracked
 
 PRETRAIN = "synthetic:tiny,count=120"
@@ -45,6 +46,14 @@ def test_a_fine_tune_starts_from_the_pretrained_weights_and_records_where_they_c
     source_model = client.get_run(pretrained).outputs.model_outputs[0].model_id
     assert [m.model_id for m in run.inputs.model_inputs] == [source_model]  # MLflow's lineage
     assert result.history  # it trained (and tested) like any run
+    # epochs=0: the pretrained model tested untrained (zero-shot) reads as the logged model does
+    zero, _ = fit_tracked(
+        "crnn-modified", real, {**SMALL, "epochs": 0, "init": f"run:{pretrained}"}
+    )
+    assert zero.history == [] and zero.test is not None
+    model, meta = load_recognizer(pretrained)
+    files = [real.source.root / row["file"] for row in zero.predictions]
+    assert read_images(model, meta, files) == [row["prediction"] for row in zero.predictions]
     with pytest.raises(ValueError, match=f"init=run:{pretrained} is a crnn-modified model"):
         fit_tracked("ce-crnn", real, {"epochs": 1, "init": f"run:{pretrained}"})
 
@@ -65,8 +74,10 @@ def test_a_fine_tune_that_moves_learns_from_the_start_it_was_given(mlflow_store)
     [
         ("run:nope", "init='run:nope' is out of range: use run:<MLflow run id>"),
         ("run:" + "0" * 32, "no MLflow run 00000000000000000000000000000000"),
+        ("", "epochs=0 is out of range: use >= 1 [(]0 with init"),
     ],
 )
 def test_a_bad_init_is_named_before_training(init, message):
+    settings = {**SMALL, "init": init} if init else {**SMALL, "epochs": 0}
     with pytest.raises(ValueError, match=message):
-        fit_tracked("crnn-modified", load_dataset(PRETRAIN), {**SMALL, "init": init})
+        fit_tracked("crnn-modified", load_dataset(PRETRAIN), settings)

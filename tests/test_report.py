@@ -869,20 +869,23 @@ def test_data_efficiency_section_from_a_curve_folder(fake_report, tmp_path):
 
     folder = tmp_path / "curves"
     folder.mkdir()
+    nan = float("nan")
+    pretrained = "run:" + "a" * 32
     points = pd.DataFrame(
         {
-            "approach": ["crnn", "crnn", "ce-crnn", "ce-crnn"],
-            "train_images": [50, 728, 50, 728],
-            "runs": [2, 2, 2, 2],
-            "seeds": ["0 1"] * 4,
-            "epochs": [240.0, 40.0, 345.0, 30.0],
-            "steps": [240.0, 240.0, 1380.0, 1380.0],
-            "test_seq_acc": [0.2, 0.93, 0.5, 0.97],
-            "test_seq_acc_low": [0.15, 0.9, 0.45, 0.95],
-            "test_seq_acc_high": [0.25, 0.95, 0.55, 0.98],
-            "test_cer": [0.4, 0.02, 0.2, 0.01],
-            "images_for_90%": [728.0, 728.0, 728.0, 728.0],
-            "images_for_95%": [float("nan"), float("nan"), 728.0, 728.0],
+            "approach": ["crnn", "crnn", "ce-crnn", "ce-crnn", "ce-crnn", "ce-crnn", "ce-crnn"],
+            "start": ["scratch"] * 4 + [pretrained] * 3,
+            "train_images": [50, 728, 50, 728, 0, 50, 728],
+            "runs": [2, 2, 2, 2, 1, 2, 2],
+            "seeds": ["0 1"] * 4 + ["0", "0 1", "0 1"],
+            "epochs": [240.0, 40.0, 345.0, 30.0, 0.0, 345.0, 30.0],
+            "steps": [240.0, 240.0, 1380.0, 1380.0, 0.0, 1380.0, 1380.0],
+            "test_seq_acc": [0.2, 0.93, 0.5, 0.97, 0.41, 0.96, 0.99],
+            "test_seq_acc_low": [0.15, 0.9, 0.45, 0.95, 0.35, 0.94, 0.98],
+            "test_seq_acc_high": [0.25, 0.95, 0.55, 0.98, 0.47, 0.97, 1.0],
+            "test_cer": [0.4, 0.02, 0.2, 0.01, 0.2, 0.01, 0.002],
+            "images_for_90%": [728.0, 728.0, 728.0, 728.0, 50.0, 50.0, 50.0],
+            "images_for_95%": [nan, nan, 728.0, 728.0, 50.0, 50.0, 50.0],
         }
     )
     points.to_csv(folder / "curve.csv", index=False)
@@ -892,6 +895,11 @@ def test_data_efficiency_section_from_a_curve_folder(fake_report, tmp_path):
     assert "Data efficiency" in section and "<svg" in section
     assert section.count("not reached") == 1  # crnn never reaches 95%
     assert "93.00%" in section and "1380" in section
+    needed = section[section.index("zero-shot (no real label)") :]
+    needed = needed[: needed.index("</table>")]
+    # one row per approach and start; the zero-shot accuracy on the pretrained row only
+    assert needed.count("<tr>") == 3 and "41.00%" in needed and pretrained in needed
+    assert "ce-crnn, pretrained" in section  # the dashed line's legend entry
     assert '<a href="#data-efficiency">' in page
     assert "--curves" in " ".join(
         rebuild_commands(pd.DataFrame(), ["report", "--curves", "c", "--out", "x"])

@@ -352,18 +352,25 @@ def slice_bars(slices: pd.DataFrame) -> Panel:
 
 def data_efficiency_figure(table: pd.DataFrame) -> plt.Figure:
     """Test sequence accuracy (with its 95% interval) and CER against the number of training
-    images (log x), a line per approach; dotted: the 90% and 95% levels."""
+    images (log x), a colour per approach, solid from scratch, dashed from a pretrained model;
+    dotted: the 90% and 95% levels."""
     palette = approach_palette(table.approach)
     figure, (acc_ax, cer_ax) = plt.subplots(1, 2, figsize=(10.5, 3.6))
     for approach in approach_order(table.approach):
-        rows = table[table.approach == approach].sort_values("train_images")
-        errors = [
-            rows.test_seq_acc - rows.test_seq_acc_low,
-            rows.test_seq_acc_high - rows.test_seq_acc,
-        ]
-        style = {"color": palette[approach], "marker": "o", "label": approach}
-        acc_ax.errorbar(rows.train_images, rows.test_seq_acc, yerr=errors, capsize=3, **style)
-        cer_ax.plot(rows.train_images, rows.test_cer, **style)
+        mine = table[table.approach == approach]
+        for start, rows in mine.sort_values("train_images").groupby("start", sort=False):
+            errors = [
+                rows.test_seq_acc - rows.test_seq_acc_low,
+                rows.test_seq_acc_high - rows.test_seq_acc,
+            ]
+            style = {
+                "color": palette[approach],
+                "marker": "o",
+                "linestyle": "--" if pretrained(start) else "-",
+                "label": f"{approach}, pretrained" if pretrained(start) else approach,
+            }
+            acc_ax.errorbar(rows.train_images, rows.test_seq_acc, yerr=errors, capsize=3, **style)
+            cer_ax.plot(rows.train_images, rows.test_cer, **style)
     for level in (0.9, 0.95):
         acc_ax.axhline(level, color="#888", linestyle=":", linewidth=0.8)
     acc_ax.set(xlabel="training images", ylabel="test sequence accuracy")
@@ -374,6 +381,11 @@ def data_efficiency_figure(table: pd.DataFrame) -> plt.Figure:
         log_axis(ax)
     side_legend(cer_ax)
     return figure
+
+
+def pretrained(start: str) -> bool:
+    """Whether a curve's ``start`` names a pretrained model (``run:<id>``), not ``scratch``."""
+    return str(start).startswith("run:")
 
 
 def data_efficiency(table: pd.DataFrame) -> Panel:

@@ -170,10 +170,18 @@ def curve_section(folder: Path | None) -> dict[str, Any] | None:
     if path is None or not path.is_file():
         return None
     table = pd.read_csv(path, dtype={"seeds": str})
-    needed = table.drop_duplicates("approach")[["approach", "images_for_90%", "images_for_95%"]]
+    if "start" not in table:  # a table of before pretraining: every point from scratch
+        table["start"] = "scratch"
+    keys = ["approach", "start"]
+    needed = table.drop_duplicates(keys)[[*keys, "images_for_90%", "images_for_95%"]]
+    zero_shot = table[table.train_images == 0].set_index(keys)
+    needed["zero_shot"] = [
+        zero_shot.test_seq_acc.get(key, np.nan)
+        for key in zip(needed.approach, needed.start, strict=True)
+    ]
     return {
         "dir": str(folder),
-        "figure": figures.data_efficiency(table),
+        "figure": figures.data_efficiency(table[table.train_images > 0]),
         "points": table.to_dict("records"),
         "needed": needed.rename(
             columns=lambda c: c.replace("images_for_", "n").replace("%", "")

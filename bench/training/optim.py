@@ -52,7 +52,7 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     """Per-step schedules (one-cycle, linear) span ``epochs`` x ``steps_per_epoch`` steps; with a
     time budget :func:`schedule_position` moves them on the share of the budget used instead."""
-    total_steps = cfg.epochs * steps_per_epoch
+    total_steps = max(1, cfg.epochs * steps_per_epoch)  # epochs=0: an untrained test
     if cfg.schedule == "onecycle":  # fastai's fit_one_cycle: cosine, div 25, final div 1e5
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
