@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 
 from bench.data import load_dataset
 from bench.training import Trainer
-from experiments import alphabet_dynamics, reference_001
+from experiments import alphabet_dynamics, lookalike_fit, reference_001
 from tests.conftest import fit
 from tests.test_train import FAST, TINY
 
@@ -95,3 +96,23 @@ def test_reference_tables_group_runs_by_the_parts_swapped_in(tmp_path):
     lines = [line.split("|")[1].strip() for line in out.read_text().splitlines()[2:]]
     assert lines == ["bench", "notebook", "notebook + bench order"]
     assert "| 2 / 0 |" in out.read_text()  # the order run gains 2 images on bench's seed 0
+
+
+def test_lookalike_figures_find_the_text_where_it_is_drawn():
+    images = np.full((4, 50, 200), 240, dtype=np.uint8)
+    images[:, 12:40, 30:120] = 10  # "text": a dark block
+    images[:2, :, :20] = 200  # a darker left part of the background in half the images
+    figures = lookalike_fit.layout_figures(images)
+    assert figures["text_columns"] == [30, 119] and figures["text_rows"] == [12, 39]
+    assert figures["dark_share"] == pytest.approx(28 * 90 / (50 * 200))
+    shares = figures["grey_shares_0_30_100_200_256"]
+    assert shares[0] == pytest.approx(28 * 90 / (50 * 200), abs=1e-4) and sum(shares) == 1
+
+
+def test_the_real_vs_rendered_classifier_tells_apart_sets_that_differ():
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 100, (160, 32, 64), dtype=np.uint8)  # small images: quick
+    light = rng.integers(156, 256, (160, 32, 64), dtype=np.uint8)
+    result = lookalike_fit.real_vs_rendered(dark, light, seed=0, epochs=3)
+    assert result["test_images"] == 64 and result["accuracy"] == 1.0
+    assert result["accuracy_95"][0] < 1.0 < result["accuracy_95"][1] + 1e-9
