@@ -130,3 +130,12 @@ def test_curve_command_trains_each_point_once_and_tabulates(tmp_path, mlflow_sto
     assert "2 runs; table in" in capsys.readouterr().out
     with pytest.raises(ReportError, match="no finished training runs"):
         load_comparison(["curves"])  # curve points are not leaderboard runs
+    # a page of the curves alone: the section and its provenance, no leaderboard or tuning
+    page = tmp_path / "page" / "index.html"
+    assert main(
+        ["report", "--experiment", "curves", "--curves", str(tmp_path / "c"), "--out", str(page)]
+    ) in (None, 0)
+    html = page.read_text()
+    assert 'id="data-efficiency"' in html and 'id="tuning"' not in html
+    assert "python -m bench report --experiment curves --curves" in html  # how to rebuild it
+    assert "bench run --suite" not in html and not (page.parent / "leaderboard.csv").exists()

@@ -10,6 +10,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from bench.errors import ReportError
 from bench.report import figures
 from bench.report.data import Comparison, load_comparison
 from bench.report.format import FILTERS
@@ -85,14 +86,23 @@ def build_report(
     """Write the self-contained HTML report of ``experiments`` (optionally one suite) to ``out``
     and its leaderboards' numbers to ``leaderboard.csv`` beside it; with ``ablations``, a folder
     of ``bench ablate`` outputs, a "What matters" section too; with ``curves``, the folder of a
-    ``bench curve``, a "Data efficiency" section."""
-    comparison = load_comparison(experiments, suite)
+    ``bench curve``, a "Data efficiency" section (experiments holding curve points alone give a
+    page of that section and its provenance, without ``leaderboard.csv``)."""
+    try:
+        comparison = load_comparison(experiments, suite)
+        leaderboards = True
+    except ReportError:
+        if curves is None:
+            raise
+        # experiments of learning-curve points alone: a page of the curves, their provenance
+        comparison, leaderboards = load_comparison(experiments, suite, points=True), False
     several = comparison.runs["tags.suite"].nunique() > 1  # e.g. as published, and tuned
     datasets = [
         dataset_section(
             comparison, runs, dataset, name, f"{dataset}: suite {name}" if several else dataset
         )
         for (dataset, name), runs in comparison.runs.groupby(["tags.dataset", "tags.suite"])
+        if leaderboards
     ]
     built_with = report_arguments(out, experiments, suite, optuna_storage, ablations, curves)
     html = template().render(
@@ -112,7 +122,8 @@ def build_report(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
-    leaderboard_csv(
-        {(d["dataset"], d["suite"]): d["table"] for d in datasets}, out.parent / CSV_NAME
-    )
+    if datasets:
+        leaderboard_csv(
+            {(d["dataset"], d["suite"]): d["table"] for d in datasets}, out.parent / CSV_NAME
+        )
     return out

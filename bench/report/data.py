@@ -94,8 +94,11 @@ def redone(failed: pd.DataFrame, finished: pd.DataFrame) -> pd.DataFrame:
     return failed.assign(redone=[done.get(key, "") for key in keys]).reset_index(drop=True)
 
 
-def load_comparison(experiments: list[str] | None = None, suite: str | None = None) -> Comparison:
-    """Final runs (not tuning trials) of ``experiments`` (default: all), optionally one suite's."""
+def load_comparison(
+    experiments: list[str] | None = None, suite: str | None = None, points: bool = False
+) -> Comparison:
+    """Final runs (not tuning trials) of ``experiments`` (default: all), optionally one suite's;
+    with ``points`` the learning-curve points instead (a page of curves alone)."""
     names, frame = query.experiment_runs(experiments)
     frame = grouped_metrics(frame)
     for column in ("tags.kind", "tags.optuna_study", "tags.seed", "tags.error", "tags.curve_size"):
@@ -109,7 +112,7 @@ def load_comparison(experiments: list[str] | None = None, suite: str | None = No
     is_study = frame["tags.kind"] == "study"
     is_trial = frame["tags.optuna_study"].notna() & ~is_study
     is_curve = frame["tags.curve_size"].notna()  # a point of `bench curve`: not a leaderboard run
-    final = frame[~is_study & ~is_trial & ~is_curve]
+    final = frame[~is_study & ~is_trial & (is_curve if points else ~is_curve)]
     accuracy = f"metrics.{metric_name('test_seq_acc')}"
     if accuracy not in final:
         final = final.assign(**{accuracy: np.nan})

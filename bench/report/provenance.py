@@ -93,11 +93,13 @@ SECTION_FOLDERS = ("--ablations", "--curves")  # options naming a folder a secti
 
 
 def rebuild_commands(runs: pd.DataFrame, built_with: list[str]) -> list[str]:
-    """The commands that rebuild the page: with one suite tag on every run, the suite's run then
-    its report (each with the page's ``--ablations``, if any); otherwise the report command this
-    page was built with (:func:`report_arguments`)."""
+    """The commands that rebuild the page: with one suite tag on every run (suites' final runs,
+    not learning-curve points), the suite's run then its report (each with the page's section
+    folders, if any); otherwise the report command this page was built with
+    (:func:`report_arguments`)."""
     suites = runs.get("tags.suite", pd.Series(None, index=runs.index)).fillna("").astype(str)
-    if suites.nunique() == 1 and suites.iloc[0]:
+    points = runs.get("tags.curve_size", pd.Series(None, index=runs.index)).notna().any()
+    if suites.nunique() == 1 and suites.iloc[0] and not points:  # curve points: no suite's
         suite = shlex.quote(suites.iloc[0])
         folders = [  # --ablations DIR and --curves DIR: the sections' folders
             arg
