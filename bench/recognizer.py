@@ -66,9 +66,13 @@ def codec_from_metadata(meta: dict[str, Any]) -> Codec:
     return make_codec(meta["codec"], meta["charset"], meta["max_len"], **options)
 
 
-def read_images(model: Any, meta: dict[str, Any], paths: Sequence[Path]) -> list[str]:
-    """Decode image files as the model was trained (size, channels, order) and read them with
-    the pyfunc ``model``."""
+def decode_images(meta: dict[str, Any], paths: Sequence[Path]) -> np.ndarray:
+    """Image files decoded as the model was trained (size, channels, order): uint8 NCHW."""
     cfg = TrainConfig.from_hparams(meta["hparams"])
-    images = np.stack([decode_image(Path(p), *cfg.image_size) for p in paths])
-    return list(model.predict(images))
+    return np.stack([decode_image(Path(p), *cfg.image_size) for p in paths])
+
+
+def read_images(model: Any, meta: dict[str, Any], paths: Sequence[Path]) -> list[str]:
+    """Read image files with ``model`` (the pyfunc model, or an ONNX reader: anything whose
+    ``predict`` takes uint8 images and returns strings)."""
+    return list(model.predict(decode_images(meta, paths)))

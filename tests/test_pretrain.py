@@ -9,7 +9,7 @@ import torch
 
 from bench.data import load_dataset
 from bench.recognizer import read_images
-from bench.tracking.models import initial_weights, load_recognizer
+from bench.tracking.models import load_recognizer, logged_weights
 from tests.conftest import fit_tracked
 
 PRETRAIN = "synthetic:tiny,count=120"
@@ -19,7 +19,7 @@ SMALL = {"epochs": 1, "hidden": 16}
 
 def weights(run_id: str) -> dict[str, torch.Tensor]:
     """The parameters a run logged (norm layers' running statistics move without any lr)."""
-    state = initial_weights(f"run:{run_id}").state
+    state = logged_weights(run_id).model_state()
     return {k: v for k, v in state.items() if "running_" not in k and "num_batches" not in k}
 
 

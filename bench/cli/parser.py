@@ -19,6 +19,7 @@ COMMANDS = (
     tuning.add_run,
     tools.add_perf,
     train.add_predict,
+    train.add_export,
     reports.add_report,
     tools.add_ui,
     tools.add_dashboard,

@@ -10,6 +10,7 @@ from typing import Any
 import mlflow
 import mlflow.pyfunc
 
+from bench.recognizer import Recognizer, build_recognizer
 from bench.tracking.runs import tracking_uri
 
 
@@ -50,42 +51,56 @@ def check_run_has_model(run_id: str) -> None:
 
 
 @dataclass(frozen=True)
-class InitialWeights:
-    """The weights ``init=run:<id>`` names: the model part of that run's logged recognizer."""
+class LoggedWeights:
+    """The recognizer a run logged: its state dict (``model.*`` and the normalisation), its
+    ``bench.json`` metadata, its MLflow logged model (None for a model of MLflow 2), its tags."""
 
     run_id: str
-    model_id: str | None  # its MLflow logged model (lineage), None for a model of MLflow 2
-    approach: str
-    dataset: str
+    model_id: str | None
+    meta: dict[str, Any]
     state: dict[str, Any]
+    tags: dict[str, str]
+
+    def model_state(self) -> dict[str, Any]:
+        """The weights of the approach's model alone (what ``init`` starts from)."""
+        prefix = "model."
+        return {k.removeprefix(prefix): v for k, v in self.state.items() if k.startswith(prefix)}
+
+    def recognizer(self) -> Recognizer:
+        """The logged recognizer, rebuilt and loaded, in eval mode on the CPU."""
+        recognizer = build_recognizer(self.meta)
+        recognizer.load_state_dict(self.state)
+        return recognizer.eval()
 
 
-def initial_weights(init: str) -> InitialWeights:
-    """Fetch the weights of ``init`` (``run:<MLflow run id>``); a run that does not exist or logged
-    no model is a ``ValueError`` saying so."""
+def logged_weights(run_id: str) -> LoggedWeights:
+    """Fetch the weights and metadata of the model run ``run_id`` logged (the two files, not the
+    model's copy of the bench package); a run that does not exist or logged no model is a
+    ``ValueError`` saying so."""
     import torch
 
-    run_id = init.removeprefix("run:")
     mlflow.set_tracking_uri(tracking_uri())
     client = mlflow.MlflowClient()
     check_run_has_model(run_id)
     run = client.get_run(run_id)
     outputs = run.outputs.model_outputs if run.outputs else []
     model_id = outputs[0].model_id if outputs else None
-    # the two files needed, not the model's copy of the bench package
     model = (
         client.get_logged_model(model_id).artifact_location if model_id else f"runs:/{run_id}/model"
     )
-    with tempfile.TemporaryDirectory(prefix="bench-init-") as folder:
+    with tempfile.TemporaryDirectory(prefix="bench-weights-") as folder:
         weights = mlflow.artifacts.download_artifacts(
             f"{model}/artifacts/weights.pt", dst_path=folder
         )
-        meta = mlflow.artifacts.load_dict(f"runs:/{run_id}/bench.json")
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    return InitialWeights(
-        run_id=run_id,
-        model_id=model_id,
-        approach=meta["approach"],
-        dataset=run.data.tags.get("dataset", ""),
-        state={k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")},
-    )
+    meta = mlflow.artifacts.load_dict(f"runs:/{run_id}/bench.json")
+    return LoggedWeights(run_id, model_id, meta, state, dict(run.data.tags))
+
+
+def log_export(run_id: str, path: Path, metrics: dict[str, float]) -> None:
+    """An exported file as an artifact of the run it came from (under ``export/``), with its
+    check's metrics."""
+    client = mlflow.MlflowClient()
+    client.log_artifact(run_id, str(path), "export")
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)

@@ -21,7 +21,7 @@ from bench.data import Dataset, Split, TensorStore
 from bench.plots import run_figures
 from bench.recognizer import Recognizer, package
 from bench.spec import RunSpec
-from bench.tracking.models import initial_weights
+from bench.tracking.models import logged_weights
 from bench.tracking.runs import environment, log_figure, log_metrics, log_params, mlflow_run
 from bench.training import Trainer, TrainResult, train
 
@@ -153,13 +153,14 @@ def train_tracked(
         "suite": "",
         **(tags or {}),
     }
-    start = initial_weights(spec.cfg.init) if spec.cfg.init else None
+    start = logged_weights(spec.cfg.init.removeprefix("run:")) if spec.cfg.init else None
     if start is not None:
-        if start.approach != spec.approach:
+        if start.meta["approach"] != spec.approach:
             raise ValueError(
-                f"init={spec.cfg.init} is a {start.approach} model; this run is {spec.approach}"
+                f"init={spec.cfg.init} is a {start.meta['approach']} model; "
+                f"this run is {spec.approach}"
             )
-        run_tags |= {"init_run": start.run_id, "init_dataset": start.dataset}
+        run_tags |= {"init_run": start.run_id, "init_dataset": start.tags.get("dataset", "")}
     with mlflow_run(
         experiment or spec.dataset,
         run_name or spec.label,
@@ -187,7 +188,7 @@ def train_tracked(
             checkpoint_dir=checkpoint_dir,
             progress=progress,
             test=test,
-            initial_state=start.state if start is not None else None,
+            initial_state=start.model_state() if start is not None else None,
         )
         log_result(result, dataset, logger, log_model=log_model)
     return result, run.info.run_id
