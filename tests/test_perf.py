@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from bench.cli import main
@@ -117,3 +119,25 @@ def test_timed_rounds_interleaves_one_step_a_round_on_cpu_and_takes_medians(monk
     assert [name for name, _ in timed] == ["real", "pure"] * 4  # alternating, one step a round
     assert [i for name, i in timed if name == "real"] == [0, 1, 2, 3]  # a new batch each round
     assert result == {"real": 4.0, "pure": 2.0}  # medians of (5, 1, 9, 3) and (2, 2, 2, 2)
+
+
+def test_latency_times_each_runtime_and_batch_after_its_warmup(tmp_path, capsys):
+    from bench.latency import call_ms
+
+    calls = []
+    ms = call_ms(lambda images: calls.append(len(images)), np.zeros((3, 1)), warmup=4, runs=6)
+    assert len(calls) == 10 and len(ms) == 6 and (ms >= 0).all()
+
+    out = tmp_path / "latency.csv"
+    args = ["perf", "--latency", "--approach", "crnn-modified", "--batches", "1", "3"]
+    assert main([*args, "--warmup", "2", "--runs", "5", "--out", str(out)]) in (None, 0)
+    table = pd.read_csv(out)
+    assert set(zip(table.runtime, table.batch, strict=True)) == {
+        ("torch-cpu", 1),
+        ("torch-cpu", 3),
+        ("onnxruntime-cpu", 1),
+        ("onnxruntime-cpu", 3),
+    }
+    assert (table.warmup == 2).all() and (table.runs == 5).all() and (table.threads >= 1).all()
+    assert (table.p50_ms <= table.p95_ms).all() and (table.p95_ms <= table.p99_ms).all()
+    assert "crnn-modified onnxruntime-cpu batch 3: p50" in capsys.readouterr().out

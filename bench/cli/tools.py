@@ -84,6 +84,16 @@ def add_perf(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, help="write the table as .json or .csv")
     p.add_argument("--mlflow", action="store_true", help="log the figures to MLflow (perf)")
+    deploy = p.add_argument_group("deployment latency (instead of the training pipeline's speed)")
+    deploy.add_argument(
+        "--latency",
+        action="store_true",
+        help="time each approach's recognizer per runtime (PyTorch, onnxruntime, CUDA where "
+        "there is one) and batch size: p50/p95/p99 ms per call",
+    )
+    deploy.add_argument("--batches", type=int, nargs="+", default=[1, 32], help="batch sizes")
+    deploy.add_argument("--warmup", type=int, default=50, help="untimed calls first")
+    deploy.add_argument("--runs", type=int, default=200, help="timed calls")
 
 
 def cmd_perf(args: argparse.Namespace) -> None:
@@ -96,6 +106,8 @@ def cmd_perf(args: argparse.Namespace) -> None:
 
     if args.out:
         check_output(args.out)  # before any measuring
+    if args.latency:
+        return cmd_latency(args)
     preflight(tracking=args.mlflow)
     approaches = opt.approaches_from(args)
     overrides = opt.overrides_from(args, *approaches)
@@ -121,6 +133,20 @@ def cmd_perf(args: argparse.Namespace) -> None:
         print(f"written to {args.out}")
     if args.mlflow:
         log_perf(frame, args.device, dataset.name, args.steps)
+
+
+def cmd_latency(args: argparse.Namespace) -> None:
+    """``perf --latency``: the deployment latency table (:mod:`bench.latency`)."""
+    from bench.latency import latency
+    from bench.perf import write
+
+    if min(args.batches) < 1 or args.warmup < 0 or args.runs < 1:
+        raise ValueError("--batches and --runs must be at least 1, --warmup at least 0")
+    frame = latency(opt.approaches_from(args), args.batches, args.warmup, args.runs)
+    print(frame.round(3).to_string(index=False))
+    if args.out:
+        write(frame, args.out)
+        print(f"written to {args.out}")
 
 
 def log_perf(frame, device: str, dataset: str, steps: int) -> None:
