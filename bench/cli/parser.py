@@ -20,6 +20,7 @@ COMMANDS = (
     tools.add_perf,
     train.add_predict,
     train.add_export,
+    train.add_register,
     reports.add_report,
     tools.add_ui,
     tools.add_dashboard,

@@ -239,3 +239,35 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"{parity.max_abs_diff:.2e}; logged to run {args.run} as export/{out.name}"
     )
     return 0 if parity.same == parity.images else 1
+
+
+def add_register(sub: argparse._SubParsersAction) -> None:
+    p = opt.add_command(
+        sub,
+        "register",
+        cmd_register,
+        "register a run's model; @champion only if significantly better, else @challenger",
+    )
+    p.add_argument("--run", required=True, help="MLflow run id of a run that logged a model")
+    p.add_argument("--name", help="registered model (default: captcha-bench-<its dataset>)")
+    p.add_argument(
+        "--alpha", type=float, default=0.05, help="level of the exact McNemar test (two-sided)"
+    )
+
+
+def cmd_register(args: argparse.Namespace) -> None:
+    """Register the run's model and move ``@champion`` to it only on a significant gain over the
+    current champion on the same test images."""
+    from bench.champion import register
+
+    decision = register(args.run, args.name, args.alpha)
+    where = f"models:/{decision.name}@{decision.alias}"
+    if decision.champion_run is None:
+        print(f"registered {decision.name} version {decision.version} as {where} (the first)")
+        return
+    print(
+        f"registered {decision.name} version {decision.version} as {where}: against the champion "
+        f"(run {decision.champion_run}) on {decision.images} test images it reads "
+        f"{decision.gained} the champion misses and misses {decision.lost} it reads; exact "
+        f"McNemar p = {decision.p:.3g} (alpha {args.alpha})"
+    )

@@ -104,3 +104,29 @@ def log_export(run_id: str, path: Path, metrics: dict[str, float]) -> None:
     client.log_artifact(run_id, str(path), "export")
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
+
+
+def register_version(run_id: str, name: str) -> str:
+    """The model run ``run_id`` logged as a new version of registered model ``name`` (created
+    on first use; the version keeps its run: MLflow's lineage); returns the version."""
+    mlflow.set_tracking_uri(tracking_uri())
+    check_run_has_model(run_id)
+    return str(mlflow.register_model(f"runs:/{run_id}/model", name).version)
+
+
+def alias_run(name: str, alias: str) -> tuple[str, str] | None:
+    """(version, run id) that ``name@alias`` points at; None when the model or alias is not
+    there yet."""
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return str(version.version), version.run_id
+
+
+def set_alias(name: str, alias: str, version: str, tags: dict[str, str]) -> None:
+    """Point ``name@alias`` at ``version`` and tag the version (why it got the alias)."""
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(name, alias, version)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)

@@ -61,3 +61,12 @@ def artifact_bytes(run_id: str, path: str) -> bytes:
 def check_store(uri: str) -> None:
     """The MLflow store at ``uri`` answers (raises what MLflow raises when it does not)."""
     mlflow.MlflowClient(uri).search_experiments(max_results=1)
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    """A run's tags; a ``ValueError`` naming the run when there is none such."""
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        return dict(mlflow.MlflowClient().get_run(run_id).data.tags)
+    except mlflow.exceptions.MlflowException:
+        raise ValueError(f"no MLflow run {run_id} in {mlflow.get_tracking_uri()}") from None
