@@ -63,11 +63,12 @@ def register(run_id: str, name: str | None = None, alpha: float = ALPHA) -> Deci
         raise ValueError(f"--alpha {alpha}: use a level in (0, 1), e.g. 0.05")
     name = name or registered_name(run_tags(run_id).get("dataset", "unknown"))
     current = alias_run(name, CHAMPION)
-    outcome = paired(run_id, current[1]) if current else None  # before registering anything
-    version = register_version(run_id, name)
-    if current is None or outcome is None:
+    if current is None:
+        version = register_version(run_id, name)
         set_alias(name, CHAMPION, version, {"promoted": "the first version"})
         return Decision(name, version, CHAMPION)
+    outcome = paired(run_id, current[1])  # before registering anything: it may refuse
+    version = register_version(run_id, name)
     gained = int((outcome.new & ~outcome.old).sum())
     lost = int((~outcome.new & outcome.old).sum())
     p = mcnemar_exact(gained, lost)

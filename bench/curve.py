@@ -96,7 +96,7 @@ def run_curve(
     experiment: str = "curves",
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train every point not trained yet (``out/size-N/``, or ``out/init-<run id>/size-N/`` when
+    """Train every point not trained yet (``out/size-N/``, or ``out/run-<run id>/size-N/`` when
     it starts from a pretrained model; resumable; each an MLflow run tagged ``curve_size`` and
     ``subset``), then write and return the curve table (:func:`curve_table`)."""
     for size, spec in points:

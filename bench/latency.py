@@ -6,6 +6,7 @@ is one), at each batch size: ``warmup`` untimed calls, then ``runs`` timed calls
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -67,7 +68,7 @@ def runtimes(
         "onnxruntime-cpu": reader.logits,
     }
     if torch.cuda.is_available():
-        on_gpu = Recognizer(model, hp["mean"], hp["std"]).cuda().eval()
+        on_gpu = copy.deepcopy(recognizer).cuda()  # the CPU runtime keeps its own
 
         def cuda(images: np.ndarray) -> object:
             with torch.inference_mode():
