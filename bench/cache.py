@@ -3,7 +3,8 @@
 ``checkpoints/`` holds per-epoch training state named ``<approach>-<code digest>-<run key>.pt``;
 a checkpoint is *stale* when its approach's code has changed since (its digest differs from
 today's) or the approach no longer exists: no run can reuse it. ``stores/`` holds decoded
-datasets, ``synthetic/`` rendered ones; anything else is a downloaded dataset.
+datasets, ``synthetic/`` rendered ones, ``corrupted/`` the robustness track's corrupted test
+images; anything else is a downloaded dataset.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from pathlib import Path
 
 from bench.paths import cache_dir
 
-KINDS = ("checkpoints", "stores", "synthetic")
+KINDS = ("checkpoints", "stores", "synthetic", "corrupted")
 
 
 @dataclass(frozen=True)
 class Entry:
     path: Path
-    kind: str  # checkpoints | stores | synthetic | datasets
+    kind: str  # checkpoints | stores | synthetic | corrupted | datasets
     bytes: int
     stale: bool = False
 

@@ -13,7 +13,6 @@ import pandas as pd
 from bench.report.stats import mcnemar_exact
 from bench.tracking.models import alias_run, register_version, set_alias
 from bench.tracking.query import predictions, run_tags
-from bench.tracking.record import PREDICTIONS
 
 ALPHA = 0.05
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -41,7 +40,7 @@ def registered_name(dataset: str) -> str:
 def paired(new_run: str, old_run: str) -> pd.DataFrame:
     """Whether each run read each test image right, on the images both tested (by file); a
     ``ValueError`` when they did not test the same images."""
-    new, old = (predictions(r, PREDICTIONS, "predictions.csv") for r in (new_run, old_run))
+    new, old = (predictions(r) for r in (new_run, old_run))
     if set(new.file) != set(old.file):
         raise ValueError(
             f"runs {new_run} and {old_run} were tested on different images: they cannot be "

@@ -117,8 +117,8 @@ def add_workers_option(p: argparse.ArgumentParser, help: str, default: int | Non
 
 
 def add_section_options(p: argparse.ArgumentParser) -> None:
-    """``--ablations DIR`` and ``--curves DIR``: the report's sections read from folders (none
-    without them)."""
+    """``--ablations DIR``, ``--curves DIR`` and ``--robustness DIR``: the report's sections read
+    from folders (none without them)."""
     p.add_argument(
         "--ablations",
         type=Path,
@@ -130,6 +130,12 @@ def add_section_options(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="folder of a `curve` (its curve.csv) for a 'Data efficiency' section in the report "
         "(default: none)",
+    )
+    p.add_argument(
+        "--robustness",
+        type=Path,
+        help="folder of a `robustness` (its robustness.csv) for a 'Robustness' section in the "
+        "report (default: none)",
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.cli import reports, tools, train, tuning
+from bench.cli import models, reports, tools, train, tuning
 
 # each adds one command's subparser, its options and its function (``args.func``)
 COMMANDS = (
@@ -18,9 +18,10 @@ COMMANDS = (
     tuning.add_tune,
     tuning.add_run,
     tools.add_perf,
-    train.add_predict,
-    train.add_export,
-    train.add_register,
+    models.add_predict,
+    models.add_export,
+    models.add_register,
+    models.add_robustness,
     reports.add_report,
     tools.add_ui,
     tools.add_dashboard,

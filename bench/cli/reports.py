@@ -100,5 +100,6 @@ def cmd_report(args: argparse.Namespace) -> None:
         optuna_storage=args.storage,
         ablations=args.ablations,
         curves=args.curves,
+        robustness=args.robustness,
     )
     print(f"report written to {out}")

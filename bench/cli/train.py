@@ -1,6 +1,5 @@
-"""``train`` (one approach, its test metrics), ``compare`` (several on one split, a table),
-``curve`` (learning curves over nested training subsets) and ``predict`` (read images with a
-logged model)."""
+"""``train`` (one approach, its test metrics), ``compare`` (several on one split, a table) and
+``curve`` (learning curves over nested training subsets)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ from pathlib import Path
 
 from bench.cli import options as opt
 from bench.cli.prepare import load_dataset, preflight, recipe_from
-from bench.errors import DataError
 from bench.paths import cache_dir
 
 
@@ -165,109 +163,3 @@ def cmd_curve(args: argparse.Namespace) -> None:
     table = run_curve(points, dataset, args.out, args.experiment, progress=not args.quiet)
     print(table.round(4).to_string(index=False))
     print(f"{len(points)} runs; table in {args.out / 'curve.csv'}")
-
-
-def add_predict(sub: argparse._SubParsersAction) -> None:
-    p = opt.add_command(sub, "predict", cmd_predict, "read images with a logged model")
-    p.add_argument(
-        "--model",
-        required=True,
-        help="MLflow run id, model URI or folder, or an ONNX file of `export` (onnxruntime)",
-    )
-    p.add_argument("images", nargs="+", type=Path, help="image files")
-
-
-def cmd_predict(args: argparse.Namespace) -> None:
-    """Load a model logged by train (an MLflow run id, a runs:/ or models:/ URI, or a local
-    model folder) or exported to ONNX, and print what it reads."""
-    from bench.recognizer import read_images
-
-    for path in args.images:  # before loading the model
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-    if args.model.endswith(".onnx"):
-        from bench.export import OnnxReader
-
-        if not Path(args.model).is_file():
-            raise DataError(f"{args.model}: no such file")
-        model = OnnxReader(Path(args.model))
-        meta = model.meta
-    else:
-        from bench.tracking.models import load_recognizer
-
-        model, meta = load_recognizer(args.model)
-    for path, text in zip(args.images, read_images(model, meta, args.images), strict=True):
-        print(f"{path}\t{text}")
-
-
-def add_export(sub: argparse._SubParsersAction) -> None:
-    p = opt.add_command(
-        sub, "export", cmd_export, "export a logged model to ONNX, checked against PyTorch"
-    )
-    p.add_argument("--run", required=True, help="MLflow run id of a run that logged a model")
-    p.add_argument("--format", choices=("onnx",), default="onnx", help="the file format")
-    p.add_argument("--out", type=Path, help="the file (default: APPROACH-RUNID.onnx)")
-    p.add_argument("--data-dir", help="a folder holding the run's dataset (for the check)")
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """Export the run's model, read the run's test images with onnxruntime and with PyTorch,
-    log the file and the check to the run; exit 1 if any image reads differently."""
-    from bench.data import load_dataset
-    from bench.export import OnnxReader, check_parity, export_onnx
-    from bench.preflight import writable_file
-    from bench.recognizer import decode_images
-    from bench.tracking.models import log_export, logged_weights
-    from bench.tracking.query import predictions
-    from bench.tracking.record import PREDICTIONS
-
-    logged = logged_weights(args.run)
-    out = args.out or Path(f"{logged.meta['approach']}-{args.run[:8]}.onnx")
-    writable_file(out, "--out")
-    dataset = load_dataset(logged.tags["dataset"], data_dir=args.data_dir)
-    test = predictions(args.run, PREDICTIONS, "predictions.csv")
-    images = decode_images(logged.meta, [dataset.source.root / f for f in test.file])
-    recognizer = logged.recognizer()
-    export_onnx(recognizer, logged.meta, out)
-    parity = check_parity(recognizer, OnnxReader(out), images)
-    log_export(
-        args.run, out, {"onnx_parity": parity.share, "onnx_max_abs_logit_diff": parity.max_abs_diff}
-    )
-    print(
-        f"exported {out}: onnxruntime and PyTorch read the same string for {parity.same} of "
-        f"{parity.images} test images ({parity.share:.2%}); largest logit difference "
-        f"{parity.max_abs_diff:.2e}; logged to run {args.run} as export/{out.name}"
-    )
-    return 0 if parity.same == parity.images else 1
-
-
-def add_register(sub: argparse._SubParsersAction) -> None:
-    p = opt.add_command(
-        sub,
-        "register",
-        cmd_register,
-        "register a run's model; @champion only if significantly better, else @challenger",
-    )
-    p.add_argument("--run", required=True, help="MLflow run id of a run that logged a model")
-    p.add_argument("--name", help="registered model (default: captcha-bench-<its dataset>)")
-    p.add_argument(
-        "--alpha", type=float, default=0.05, help="level of the exact McNemar test (two-sided)"
-    )
-
-
-def cmd_register(args: argparse.Namespace) -> None:
-    """Register the run's model and move ``@champion`` to it only on a significant gain over the
-    current champion on the same test images."""
-    from bench.champion import register
-
-    decision = register(args.run, args.name, args.alpha)
-    where = f"models:/{decision.name}@{decision.alias}"
-    if decision.champion_run is None:
-        print(f"registered {decision.name} version {decision.version} as {where} (the first)")
-        return
-    print(
-        f"registered {decision.name} version {decision.version} as {where}: against the champion "
-        f"(run {decision.champion_run}) on {decision.images} test images it reads "
-        f"{decision.gained} the champion misses and misses {decision.lost} it reads; exact "
-        f"McNemar p = {decision.p:.3g} (alpha {args.alpha})"
-    )

@@ -15,7 +15,13 @@ from bench.report import figures
 from bench.report.data import Comparison, load_comparison
 from bench.report.format import FILTERS
 from bench.report.provenance import provenance, report_arguments, training_setup, wall_time
-from bench.report.sections import ablation_tables, curve_section, error_analysis, tuning_section
+from bench.report.sections import (
+    ablation_tables,
+    curve_section,
+    error_analysis,
+    robustness_section,
+    tuning_section,
+)
 from bench.report.tables import (
     ALPHA,
     CSV_NAME,
@@ -82,19 +88,21 @@ def build_report(
     optuna_storage: str | None = None,
     ablations: Path | None = None,
     curves: Path | None = None,
+    robustness: Path | None = None,
 ) -> Path:
     """Write the self-contained HTML report of ``experiments`` (optionally one suite) to ``out``
     and its leaderboards' numbers to ``leaderboard.csv`` beside it; with ``ablations``, a folder
     of ``bench ablate`` outputs, a "What matters" section too; with ``curves``, the folder of a
-    ``bench curve``, a "Data efficiency" section (experiments holding curve points alone give a
-    page of that section and its provenance, without ``leaderboard.csv``)."""
+    ``bench curve``, a "Data efficiency" section; with ``robustness``, the folder of a ``bench
+    robustness``, a "Robustness" section (with either, experiments holding curve points alone
+    give a page of those sections and their provenance, without ``leaderboard.csv``)."""
     try:
         comparison = load_comparison(experiments, suite)
         leaderboards = True
     except ReportError:
-        if curves is None:
+        if curves is None and robustness is None:
             raise
-        # experiments of learning-curve points alone: a page of the curves, their provenance
+        # experiments of learning-curve points alone: a page of the sections, their provenance
         comparison, leaderboards = load_comparison(experiments, suite, points=True), False
     several = comparison.runs["tags.suite"].nunique() > 1  # e.g. as published, and tuned
     datasets = [
@@ -104,7 +112,9 @@ def build_report(
         for (dataset, name), runs in comparison.runs.groupby(["tags.dataset", "tags.suite"])
         if leaderboards
     ]
-    built_with = report_arguments(out, experiments, suite, optuna_storage, ablations, curves)
+    built_with = report_arguments(
+        out, experiments, suite, optuna_storage, ablations, curves, robustness
+    )
     html = template().render(
         title=f"captcha-bench: {suite or ', '.join(comparison.experiments)}",
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -115,6 +125,7 @@ def build_report(
         ablations=ablation_tables(ablations),
         ablations_dir=str(ablations),
         curves=curve_section(curves),
+        robustness=robustness_section(robustness),
         provenance={**provenance(comparison.runs, built_with), "wall": wall_time(comparison)},
         csv_name=CSV_NAME,
         suite=suite,

@@ -62,7 +62,7 @@ class Comparison:
         """The run's predictions (labels and predictions kept as text): its ``predictions.json``
         table, or the ``predictions.csv`` of runs logged before it."""
         if run_id not in self._predictions:
-            frame = query.predictions(run_id, "predictions.json", "predictions.csv")
+            frame = query.predictions(run_id)
             frame["prediction"] = frame.prediction.fillna("").astype(str)
             frame["label"] = frame.label.astype(str)
             self._predictions[run_id] = frame

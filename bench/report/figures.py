@@ -390,3 +390,51 @@ def pretrained(start: str) -> bool:
 
 def data_efficiency(table: pd.DataFrame) -> Panel:
     return Panel(svg(data_efficiency_figure(table)))
+
+
+def robustness_figure(table: pd.DataFrame) -> plt.Figure:
+    """Per corruption, test sequence accuracy (95% interval) against severity (0: clean), a
+    colour per approach, dashed when pretrained."""
+    corruptions = [c for c in dict.fromkeys(table.corruption) if c != "clean"]
+    columns = min(4, len(corruptions))
+    rows = -(-len(corruptions) // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(2.7 * columns + 1.6, 2.3 * rows), sharey=True, squeeze=False
+    )
+    approach = table.model.str.split(",").str[0]
+    palette = approach_palette(approach)
+    clean = table[table.corruption == "clean"].set_index("model")
+    for ax, corruption in zip(axes.flat, corruptions, strict=False):
+        for model in dict.fromkeys(table.model):
+            rows_ = pd.concat(
+                [
+                    clean.loc[[model]].reset_index(),
+                    table[(table.model == model) & (table.corruption == corruption)],
+                ]
+            ).sort_values("severity")
+            ax.errorbar(
+                rows_.severity,
+                rows_.seq_acc,
+                yerr=[rows_.seq_acc - rows_.seq_acc_low, rows_.seq_acc_high - rows_.seq_acc],
+                capsize=2,
+                marker="o",
+                markersize=3,
+                color=palette[model.split(",")[0]],
+                linestyle="--" if "pretrained" in model else "-",
+                label=model,
+            )
+        ax.set_title(corruption.replace("_", " "), fontsize=10)
+        ax.set_xticks(range(6))
+        ax.set_xlabel("severity")
+        accuracy_axis(ax)
+    for ax in axes.flat[len(corruptions) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("sequence accuracy")
+    side_legend(axes[0, -1])
+    figure.tight_layout()
+    return figure
+
+
+def robustness(table: pd.DataFrame) -> Panel:
+    return Panel(svg(robustness_figure(table)))

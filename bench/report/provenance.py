@@ -89,7 +89,7 @@ def training_setup(runs: pd.DataFrame) -> dict[str, Any]:
     return {"budget": budget, "equal_time": bool(equal), "machines": machines}
 
 
-SECTION_FOLDERS = ("--ablations", "--curves")  # options naming a folder a section reads
+SECTION_FOLDERS = ("--ablations", "--curves", "--robustness")  # folders sections read
 
 
 def rebuild_commands(runs: pd.DataFrame, built_with: list[str]) -> list[str]:
@@ -101,7 +101,7 @@ def rebuild_commands(runs: pd.DataFrame, built_with: list[str]) -> list[str]:
     points = runs.get("tags.curve_size", pd.Series(None, index=runs.index)).notna().any()
     if suites.nunique() == 1 and suites.iloc[0] and not points:  # curve points: no suite's
         suite = shlex.quote(suites.iloc[0])
-        folders = [  # --ablations DIR and --curves DIR: the sections' folders
+        folders = [  # --ablations, --curves and --robustness DIR: the sections' folders
             arg
             for at, option in enumerate(built_with)
             if option in SECTION_FOLDERS
@@ -122,6 +122,7 @@ def report_arguments(
     optuna_storage: str | None,
     ablations: Path | None,
     curves: Path | None = None,
+    robustness: Path | None = None,
 ) -> list[str]:
     """``bench report`` arguments equivalent to a :func:`build_report` call."""
     args = ["report"]
@@ -131,7 +132,7 @@ def report_arguments(
         args += ["--suite", suite]
     if optuna_storage:
         args += ["--storage", optuna_storage]
-    for option, folder in zip(SECTION_FOLDERS, (ablations, curves), strict=True):
+    for option, folder in zip(SECTION_FOLDERS, (ablations, curves, robustness), strict=True):
         if folder is not None:
             args += [option, relative(Path(folder))]
     return [*args, "--out", relative(out)]

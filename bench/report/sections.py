@@ -202,3 +202,27 @@ def ablation_tables(folder: Path | None) -> list[dict[str, Any]]:
         rows = frame.rename(columns={key: "variant"}).to_dict("records")
         tables.append({"name": path.parent.name, "key": key, "rows": rows})
     return tables
+
+
+def robustness_section(folder: Path | None) -> dict[str, Any] | None:
+    """What ``bench robustness`` wrote to ``folder``: the figure, the per-model summary and the
+    per-corruption table; None without them."""
+    if folder is None or not (Path(folder) / "robustness.csv").is_file():
+        return None
+    table = pd.read_csv(Path(folder) / "robustness.csv", dtype={"seeds": str})
+    summary = pd.read_csv(Path(folder) / "robustness-summary.csv")
+    corrupted = table[table.corruption != "clean"]
+    grid = [
+        {"model": model, "corruption": corruption, "cells": cells.to_dict("records")}
+        for (model, corruption), cells in corrupted.groupby(["model", "corruption"], sort=False)
+    ]
+    return {
+        "dir": str(folder),
+        "figure": figures.robustness(table),
+        "summary": summary.to_dict("records"),
+        "grid": grid,
+        "severities": sorted(int(s) for s in corrupted.severity.unique()),
+        "corruptions": list(dict.fromkeys(corrupted.corruption)),
+        "drops": int(corrupted.significant.sum()),
+        "tests": len(corrupted),
+    }

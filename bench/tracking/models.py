@@ -11,7 +11,7 @@ import mlflow
 import mlflow.pyfunc
 
 from bench.recognizer import Recognizer, build_recognizer
-from bench.tracking.runs import tracking_uri
+from bench.tracking.runs import metric_name, tracking_uri
 
 
 def load_recognizer(model: str) -> tuple[Any, dict[str, Any]]:
@@ -103,7 +103,7 @@ def log_export(run_id: str, path: Path, metrics: dict[str, float]) -> None:
     client = mlflow.MlflowClient()
     client.log_artifact(run_id, str(path), "export")
     for key, value in metrics.items():
-        client.log_metric(run_id, key, value)
+        client.log_metric(run_id, metric_name(key), value)
 
 
 def register_version(run_id: str, name: str) -> str:

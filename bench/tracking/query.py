@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 
 from bench.errors import ReportError
-from bench.tracking.runs import metric_name, tracking_uri
+from bench.tracking.runs import PREDICTIONS, metric_name, tracking_uri
 
 
 def experiment_runs(experiments: list[str] | None = None) -> tuple[list[str], pd.DataFrame]:
@@ -39,15 +39,23 @@ def metric_history(run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in points}
 
 
-def predictions(run_id: str, table: str, csv: str) -> pd.DataFrame:
-    """A run's per-image predictions: its MLflow ``table``, or the ``csv`` of runs logged
-    before (file, label and prediction kept as text)."""
+def predictions(run_id: str) -> pd.DataFrame:
+    """A run's per-image test predictions: its MLflow table, or the ``predictions.csv`` of runs
+    logged before tables (file, label and prediction kept as text)."""
+    table = run_table(run_id, PREDICTIONS)
+    if table is not None:
+        return table
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/predictions.csv")
+    return pd.read_csv(io.StringIO(text), dtype={"file": str, "label": str, "prediction": str})
+
+
+def run_table(run_id: str, artifact: str) -> pd.DataFrame | None:
+    """A table logged to the run with ``mlflow.log_table``; None when the run has none there."""
     try:
-        logged = mlflow.artifacts.load_dict(f"runs:/{run_id}/{table}")
-        return pd.DataFrame(logged["data"], columns=logged["columns"])
-    except Exception:  # an older run: its CSV
-        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{csv}")
-        return pd.read_csv(io.StringIO(text), dtype={"file": str, "label": str, "prediction": str})
+        logged = mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact}")
+    except Exception:  # MLflow raises its own and the artifact store's errors for a missing file
+        return None
+    return pd.DataFrame(logged["data"], columns=logged["columns"])
 
 
 def artifact_bytes(run_id: str, path: str) -> bytes:
@@ -61,6 +69,16 @@ def artifact_bytes(run_id: str, path: str) -> bytes:
 def check_store(uri: str) -> None:
     """The MLflow store at ``uri`` answers (raises what MLflow raises when it does not)."""
     mlflow.MlflowClient(uri).search_experiments(max_results=1)
+
+
+def run_experiment(run_id: str) -> str:
+    """The name of the run's experiment; a ``ValueError`` naming the run when there is none such."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    try:
+        return client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    except mlflow.exceptions.MlflowException:
+        raise ValueError(f"no MLflow run {run_id} in {mlflow.get_tracking_uri()}") from None
 
 
 def run_tags(run_id: str) -> dict[str, str]:

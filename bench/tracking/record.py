@@ -22,12 +22,30 @@ from bench.plots import run_figures
 from bench.recognizer import Recognizer, package
 from bench.spec import RunSpec
 from bench.tracking.models import logged_weights
-from bench.tracking.runs import environment, log_figure, log_metrics, log_params, mlflow_run
+from bench.tracking.runs import (
+    PREDICTIONS,
+    environment,
+    log_figure,
+    log_metrics,
+    log_params,
+    metric_name,
+    mlflow_run,
+)
 from bench.training import Trainer, TrainResult, train
 
 PACKAGE = Path(__file__).resolve().parents[1]  # bench/, shipped with every logged model
 SERVING = Path(__file__).resolve().with_name("serving.py")  # the model as MLflow loads it
-PREDICTIONS = "predictions.json"  # per image of the final evaluation: file, label, prediction
+
+
+def log_run_table(
+    run_id: str, frame: pd.DataFrame, artifact: str, metrics: dict[str, float]
+) -> None:
+    """A table (``mlflow.log_table``'s format, what :func:`bench.tracking.query.run_table` reads)
+    and metrics, logged to a finished run."""
+    client = mlflow.MlflowClient()
+    client.log_table(run_id, frame, artifact)
+    for key, value in metrics.items():
+        client.log_metric(run_id, metric_name(key), value)
 
 
 class EpochLogger:

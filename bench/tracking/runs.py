@@ -19,6 +19,7 @@ import timm
 import torch
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+PREDICTIONS = "predictions.json"  # a run's per-image test readings: file, label, prediction
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -46,6 +47,8 @@ METRIC_GROUPS = {
     ),
     "study": ("trial_epochs", "best_value", "best_val_cer", "best_val_seq_acc"),
     "time": ("elapsed_seconds", "epoch_seconds", "train_seconds"),
+    "robustness": ("robust_clean_seq_acc", "robust_seq_acc_s1_3", "robust_seq_acc_s1_5"),
+    "export": ("onnx_parity", "onnx_max_abs_logit_diff"),
 }
 _GROUP_OF = {key: group for group, keys in METRIC_GROUPS.items() for key in keys}
 
