@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bench.report.data import load_comparison, metric
 from bench.report.stats import mcnemar_exact
-from bench.tracking.models import alias_run, register_version, set_alias
+from bench.tracking.models import alias_run, register_version, registered_version, set_alias
 from bench.tracking.query import predictions, run_tags
 
 ALPHA = 0.05
@@ -30,6 +31,7 @@ class Decision:
     gained: int = 0  # read by the new version only
     lost: int = 0  # read by the champion only
     p: float = float("nan")
+    already: bool = False  # the run was registered before: nothing new
 
 
 def registered_name(dataset: str) -> str:
@@ -61,6 +63,10 @@ def register(run_id: str, name: str | None = None, alpha: float = ALPHA) -> Deci
     if not 0 < alpha < 1:
         raise ValueError(f"--alpha {alpha}: use a level in (0, 1), e.g. 0.05")
     name = name or registered_name(run_tags(run_id).get("dataset", "unknown"))
+    if known := registered_version(name, run_id):  # again: the version it already is
+        version, aliases = known
+        alias = CHAMPION if CHAMPION in aliases else aliases[0] if aliases else CHALLENGER
+        return Decision(name, version, alias, already=True)
     current = alias_run(name, CHAMPION)
     if current is None:
         version = register_version(run_id, name)
@@ -86,3 +92,38 @@ def register(run_id: str, name: str | None = None, alpha: float = ALPHA) -> Deci
         },
     )
     return Decision(name, version, alias, current[1], len(outcome), gained, lost, p)
+
+
+def suite_candidates(experiment: str, suite: str) -> list[tuple[str, str, str]]:
+    """(dataset, approach, run id) per dataset of a suite's finished final runs: the approach
+    with the highest mean test sequence accuracy over its runs (seeds, folds), and of its runs
+    on the first fold (or the one split) the one with the highest validation sequence accuracy
+    (the lowest seed on a tie): the model is chosen without looking at its own test images."""
+    runs = load_comparison([experiment], suite).runs
+    runs = runs.assign(
+        test=metric(runs, "test_seq_acc"),
+        val=metric(runs, "val_seq_acc"),
+        seed=pd.to_numeric(runs["tags.seed"], errors="coerce"),
+    )
+    chosen = []
+    for dataset, mine in runs.groupby("tags.dataset", sort=True):
+        best = mine.groupby("tags.approach").test.mean().idxmax()
+        first_fold = mine[(mine["tags.approach"] == best) & mine["tags.fold"].isin(["", "0"])]
+        pick = first_fold.sort_values(["val", "seed"], ascending=[False, True]).iloc[0]
+        chosen.append((str(dataset), str(best), str(pick.run_id)))
+    return chosen
+
+
+def describe(decision: Decision) -> str:
+    """One line on where a registered version went, and why."""
+    where = f"models:/{decision.name}@{decision.alias}"
+    if decision.already:
+        return f"{decision.name} version {decision.version} ({where}) holds this run already"
+    if decision.champion_run is None:
+        return f"registered {decision.name} version {decision.version} as {where} (the first)"
+    return (
+        f"registered {decision.name} version {decision.version} as {where}: against the champion "
+        f"(run {decision.champion_run}) on {decision.images} test images it reads "
+        f"{decision.gained} the champion misses and misses {decision.lost} it reads; exact "
+        f"McNemar p = {decision.p:.3g}"
+    )

@@ -54,12 +54,18 @@ def test_the_champion_alias_moves_only_on_a_significant_gain(mlflow_store, monke
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
 
+    # the same run again: the version it is, nothing new
+    again = champion.register(second)
+    assert (again.version, again.alias, again.already) == ("2", "challenger", True)
+    assert "holds this run already" in champion.describe(again)
+
     # 20 gained, 0 lost (p = 1.9e-6): the alias moves
-    tables[second] = outcomes(30)
-    decision = champion.register(second)
+    _, third = fit_tracked("lstm-columns", dataset, {"epochs": 1}, seed=2, progress=False)
+    tables[third] = outcomes(30)
+    decision = champion.register(third)
     assert decision.alias == "champion" and decision.p < 1e-5
     promoted = client.get_model_version_by_alias(name, "champion")
-    assert str(promoted.version) == "3" and promoted.run_id == second  # the version keeps its run
+    assert str(promoted.version) == "3" and promoted.run_id == third  # the version keeps its run
     assert "significantly better than version 1" in promoted.tags["verdict"]
 
     # predict through the alias, as a user would
@@ -67,9 +73,10 @@ def test_the_champion_alias_moves_only_on_a_significant_gain(mlflow_store, monke
     assert len(read_images(model, meta, dataset.source.files[:2])) == 2
 
     # another test set cannot be compared; a level outside (0, 1) is refused
-    tables[first] = outcomes(30, [f"other{i}.png" for i in range(40)])
+    _, fourth = fit_tracked("lstm-columns", dataset, {"epochs": 1}, seed=3, progress=False)
+    tables[fourth] = outcomes(30, [f"other{i}.png" for i in range(40)])
     with pytest.raises(ValueError, match="tested on different images"):
-        champion.register(first)  # against the champion, now the second run
+        champion.register(fourth)  # against the champion, now the third run
     assert len(client.search_model_versions(f"name = '{name}'")) == 3  # nothing registered
     with pytest.raises(ValueError, match="--alpha 1.5"):
         champion.register(second, alpha=1.5)

@@ -69,6 +69,12 @@ def test_smoke_suite_resumes_after_a_kill_without_redoing_work(mlflow_store, tmp
     assert " INFO " not in out and "mlflow.system_metrics" not in out, out
     assert "crnn-gru seed 1 synthetic:tiny,count=120 epoch 2/2: train loss" in out  # per epoch
     assert "workflowType=machine_learning" in out and "studies: Optuna" in out  # where things are
+    # the suite's best approach registered (its first version: the champion)
+    name = "captcha-bench-synthetic-tiny-count-120"
+    assert f"as models:/{name}@champion (the first)" in out, out
+    champion = mlflow.MlflowClient(mlflow_store).get_model_version_by_alias(name, "champion")
+    best = re.search(r"best approach (\S+), run (\w+)", out)
+    assert champion.run_id == best.group(2) and best.group(1) in ("crnn-gru", "lstm-columns")
 
     suite = load_suite("smoke")
     for approach in suite.approaches:
@@ -136,6 +142,7 @@ def test_a_failing_approach_is_reported_and_the_rest_goes_on(tmp_path, monkeypat
         ("set: {epochs: -1}\n", "epochs=-1 is out of range: use >= 1"),
         ("final: {set: {batch_size: 0}}\n", "batch_size=0 is out of range"),
         ("log_models: maybe\n", "log_models must be true or false"),
+        ("register: true\n", "register: true needs log_models: true"),
         ("workers: 0\n", "workers must be a positive count or auto, got 0"),
         ("precision: fp16\n", "precision must be auto | fp32 | bf16, got 'fp16'"),
         ("set: {budget: soon}\n", "budget='soon'"),

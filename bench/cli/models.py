@@ -101,19 +101,9 @@ def add_register(sub: argparse._SubParsersAction) -> None:
 def cmd_register(args: argparse.Namespace) -> None:
     """Register the run's model and move ``@champion`` to it only on a significant gain over the
     current champion on the same test images."""
-    from bench.champion import register
+    from bench.champion import describe, register
 
-    decision = register(args.run, args.name, args.alpha)
-    where = f"models:/{decision.name}@{decision.alias}"
-    if decision.champion_run is None:
-        print(f"registered {decision.name} version {decision.version} as {where} (the first)")
-        return
-    print(
-        f"registered {decision.name} version {decision.version} as {where}: against the champion "
-        f"(run {decision.champion_run}) on {decision.images} test images it reads "
-        f"{decision.gained} the champion misses and misses {decision.lost} it reads; exact "
-        f"McNemar p = {decision.p:.3g} (alpha {args.alpha})"
-    )
+    print(f"{describe(register(args.run, args.name, args.alpha))} (alpha {args.alpha})")
 
 
 def add_robustness(sub: argparse._SubParsersAction) -> None:

@@ -139,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         failures += outcome.failures
     failures += report_suites(suites, out, storage, args.ablations, args.curves)
+    failures += register_suites([s for s in suites if s.register])
     print(where_things_are(suites[0].experiment, storage))
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
@@ -168,6 +169,22 @@ def report_suites(
     except ReportError as err:
         return [f"report: {err}"]
     return []
+
+
+def register_suites(suites: list[Any]) -> list[str]:
+    """Per suite and dataset, its best approach's model registered (``bench register``'s
+    champion gate); the failures."""
+    from bench.champion import describe, register, suite_candidates
+
+    failures = []
+    for suite in suites:
+        try:
+            for dataset, approach, run_id in suite_candidates(suite.experiment, suite.name):
+                print(f"suite {suite.name}, {dataset}: best approach {approach}, run {run_id}")
+                print(describe(register(run_id)))
+        except (ReportError, ValueError) as err:
+            failures.append(f"register ({suite.name}): {err}")
+    return failures
 
 
 def where_things_are(experiment: str, storage: str) -> str:

@@ -18,7 +18,7 @@ from bench.spec import Recipe, resolve_hparams
 from bench.tune import PRUNERS, SAMPLERS
 
 SUITE_KEYS = {"description", "datasets", "approaches", "seeds", "split_seed", "set", "tuning"}
-SUITE_KEYS |= {"final", "experiment", "log_models", "workers", "precision", "folds"}
+SUITE_KEYS |= {"final", "experiment", "log_models", "register", "workers", "precision", "folds"}
 # the suite files, installed with the package (experiments/NAME.yaml link to them)
 SHIPPED = Path(__file__).parents[1] / "suites"
 STAGE_KEYS = {"tuning": {"trials", "set", "pruner", "sampler"}, "final": {"set"}}
@@ -46,6 +46,7 @@ class Suite:
     split_seed: int = 0
     experiment: str = ""
     log_models: bool = False
+    register: bool = False  # the best approach's model per dataset into MLflow's registry
     workers: int | str = 1  # processes on one machine unless --workers says otherwise
     precision: str = "auto"  # autocast unless --precision says otherwise (reproduce: fp32)
     description: str = ""
@@ -157,11 +158,16 @@ def load_suite(name: str | Path) -> Suite:
         split_seed=check.integer(raw, "split_seed", 0),
         experiment=check.text(raw, "experiment", path.stem),
         log_models=check.boolean(raw, "log_models", False),
+        register=check.boolean(raw, "register", False),
         workers=check.workers(raw),
         precision=check.choice(raw, "precision", "auto", PRECISIONS),
         description=check.text(raw, "description", ""),
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
+    if suite.register and not suite.log_models:
+        raise SuiteError(
+            f"{path}: register: true needs log_models: true (the registry holds logged models)"
+        )
     for approach in suite.approaches:
         try:
             resolve_hparams(approach, suite.tuning_overrides())

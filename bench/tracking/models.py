@@ -114,6 +114,17 @@ def register_version(run_id: str, name: str) -> str:
     return str(mlflow.register_model(f"runs:/{run_id}/model", name).version)
 
 
+def registered_version(name: str, run_id: str) -> tuple[str, list[str]] | None:
+    """(version, aliases) of the newest version of ``name`` made from run ``run_id``; None when
+    the run's model is not registered there."""
+    mlflow.set_tracking_uri(tracking_uri())
+    found = mlflow.MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if not found:
+        return None
+    newest = max(found, key=lambda v: int(v.version))
+    return str(newest.version), list(newest.aliases)
+
+
 def alias_run(name: str, alias: str) -> tuple[str, str] | None:
     """(version, run id) that ``name@alias`` points at; None when the model or alias is not
     there yet."""
