@@ -36,7 +36,7 @@ def test_export_reads_as_pytorch_does_and_is_logged_to_the_run(
     client = mlflow.MlflowClient(mlflow_store)
     assert [a.path for a in client.list_artifacts(run_id, "export")] == ["export/model.onnx"]
     metrics = client.get_run(run_id).data.metrics
-    assert metrics["export/onnx_parity"] == 1.0 and metrics["export/onnx_max_abs_logit_diff"] < 1e-3
+    assert metrics["onnx/onnx_parity"] == 1.0 and metrics["onnx/onnx_max_abs_logit_diff"] < 1e-3
 
     # onnxruntime on another batch size than the export's example, and `bench predict`
     files = dataset.source.files[:3]
