@@ -105,7 +105,8 @@ def evaluate(
                 )
             )
         frame = pd.concat(parts, ignore_index=True)
-        log_run_table(run_id, frame, TABLE, run_metrics(frame))
+        # MLflow appends to a table the run has: the new readings alone
+        log_run_table(run_id, pd.concat(parts[1:]), TABLE, run_metrics(frame))
     frame = frame.astype({"file": str, "label": str, "prediction": str, "severity": int})
     keep = frame.set_index(["corruption", "severity"]).index.isin(wanted)
     return Readings(run_id, model_name(logged.tags), int(logged.tags.get("seed", 0)), frame[keep])

@@ -22,6 +22,7 @@ from bench.data.corruptions import (
     parse_severities,
 )
 from bench.robustness import Readings, corruption_table, summary_table
+from bench.tracking.query import run_table
 from tests.conftest import fit_tracked
 
 TINY = "synthetic:tiny,count=60"
@@ -109,6 +110,8 @@ def test_robustness_reads_logged_models_logs_back_and_reuses(tmp_path, mlflow_st
     _, ctc = fit_tracked("crnn-modified", dataset, {"epochs": 1, "hidden": 16}, progress=False)
     out = tmp_path / "robustness"
     argv = ["robustness", "--run", ce, ctc, "--corruptions", "blur,occlusion"]
+    assert main([*argv, "--severities", "1", "--out", str(out), "--quiet"]) in (None, 0)
+    # a second call reads only what is new (severity 5), and logs it beside the first
     assert main([*argv, "--severities", "1,5", "--out", str(out), "--quiet"]) in (None, 0)
 
     table = pd.read_csv(out / "robustness.csv")
@@ -124,6 +127,8 @@ def test_robustness_reads_logged_models_logs_back_and_reuses(tmp_path, mlflow_st
         assert [a.path for a in client.list_artifacts(run_id, "robustness")] == [
             "robustness/v1.json"
         ]
+        logged = run_table(run_id, "robustness/v1.json")
+        assert len(logged) == 12 * (1 + 2 * 2)  # each image once per corruption and severity
     page = (out / "index.html").read_text()
     assert 'id="robustness"' in page and "occlusion" in page
 

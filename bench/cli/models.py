@@ -156,5 +156,7 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     summary.to_csv(args.out / "robustness-summary.csv", index=False)
     shown = summary[["model", "runs", "clean_seq_acc", "mild_seq_acc", "all_seq_acc", "p_holm"]]
     print(shown.round(4).to_string(index=False))
-    page = build_report(args.out / "index.html", experiments=experiments, robustness=args.out)
+    page = build_report(
+        args.out / "index.html", experiments=experiments, robustness=args.out, sections_only=True
+    )
     print(f"tables in {args.out}; page {page}")

@@ -84,6 +84,11 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     opt.add_storage_option(p, "Optuna storage of the studies (default: as each study recorded it)")
     p.add_argument("--out", type=Path, default=Path("reports/latest/index.html"))
     opt.add_section_options(p)
+    p.add_argument(
+        "--sections-only",
+        action="store_true",
+        help="a page of those sections and the runs' provenance alone, without leaderboards",
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -101,5 +106,6 @@ def cmd_report(args: argparse.Namespace) -> None:
         ablations=args.ablations,
         curves=args.curves,
         robustness=args.robustness,
+        sections_only=args.sections_only,
     )
     print(f"report written to {out}")

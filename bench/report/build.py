@@ -89,13 +89,15 @@ def build_report(
     ablations: Path | None = None,
     curves: Path | None = None,
     robustness: Path | None = None,
+    sections_only: bool = False,
 ) -> Path:
     """Write the self-contained HTML report of ``experiments`` (optionally one suite) to ``out``
     and its leaderboards' numbers to ``leaderboard.csv`` beside it; with ``ablations``, a folder
     of ``bench ablate`` outputs, a "What matters" section too; with ``curves``, the folder of a
     ``bench curve``, a "Data efficiency" section; with ``robustness``, the folder of a ``bench
     robustness``, a "Robustness" section (with either, experiments holding curve points alone
-    give a page of those sections and their provenance, without ``leaderboard.csv``)."""
+    give a page of those sections and their provenance, without ``leaderboard.csv``, as does
+    ``sections_only``)."""
     try:
         comparison = load_comparison(experiments, suite)
         leaderboards = True
@@ -104,6 +106,7 @@ def build_report(
             raise
         # experiments of learning-curve points alone: a page of the sections, their provenance
         comparison, leaderboards = load_comparison(experiments, suite, points=True), False
+    leaderboards = leaderboards and not sections_only
     several = comparison.runs["tags.suite"].nunique() > 1  # e.g. as published, and tuned
     datasets = [
         dataset_section(
@@ -113,7 +116,7 @@ def build_report(
         if leaderboards
     ]
     built_with = report_arguments(
-        out, experiments, suite, optuna_storage, ablations, curves, robustness
+        out, experiments, suite, optuna_storage, ablations, curves, robustness, sections_only
     )
     html = template().render(
         title=f"captcha-bench: {suite or ', '.join(comparison.experiments)}",

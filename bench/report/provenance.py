@@ -123,6 +123,7 @@ def report_arguments(
     ablations: Path | None,
     curves: Path | None = None,
     robustness: Path | None = None,
+    sections_only: bool = False,
 ) -> list[str]:
     """``bench report`` arguments equivalent to a :func:`build_report` call."""
     args = ["report"]
@@ -135,6 +136,8 @@ def report_arguments(
     for option, folder in zip(SECTION_FOLDERS, (ablations, curves, robustness), strict=True):
         if folder is not None:
             args += [option, relative(Path(folder))]
+    if sections_only:
+        args.append("--sections-only")
     return [*args, "--out", relative(out)]
 
 

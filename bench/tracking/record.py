@@ -40,8 +40,9 @@ SERVING = Path(__file__).resolve().with_name("serving.py")  # the model as MLflo
 def log_run_table(
     run_id: str, frame: pd.DataFrame, artifact: str, metrics: dict[str, float]
 ) -> None:
-    """A table (``mlflow.log_table``'s format, what :func:`bench.tracking.query.run_table` reads)
-    and metrics, logged to a finished run."""
+    """A table (``mlflow.log_table``'s format, what :func:`bench.tracking.query.run_table` reads;
+    appended to the run's table of that name, if it has one) and metrics, logged to a finished
+    run."""
     client = mlflow.MlflowClient()
     client.log_table(run_id, frame, artifact)
     for key, value in metrics.items():
