@@ -131,6 +131,8 @@ def test_robustness_reads_logged_models_logs_back_and_reuses(tmp_path, mlflow_st
         assert len(logged) == 12 * (1 + 2 * 2)  # each image once per corruption and severity
     page = (out / "index.html").read_text()
     assert 'id="robustness"' in page and "occlusion" in page
+    assert "Leaderboard</h3>" not in page  # the section and provenance alone
+    assert "--robustness" in page and "--sections-only" in page  # the command that rebuilds it
 
     def no_new_reading(*args, **kwargs):
         raise AssertionError("read again what the run has logged")
