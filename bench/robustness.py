@@ -14,7 +14,7 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
-from bench.data.corruptions import CLEAN, VERSION, corrupted_files
+from bench.data.corruptions import CLEAN, CORRUPTIONS, VERSION, corrupted_files
 from bench.metrics import per_image
 from bench.recognizer import codec_from_metadata, decode_images
 from bench.report.stats import bootstrap_mean, bootstrap_ratio, holm, mcnemar_exact
@@ -137,6 +137,23 @@ def scored(readings: Sequence[Readings]) -> pd.DataFrame:
     return pd.concat([frame, per_image(frame)[["correct", "distance", "length"]]], axis=1)
 
 
+def sign_flip_p(differences: np.ndarray, resamples: int = 9999) -> float:
+    """Two-sided p-value of a paired permutation test that the mean of ``differences`` is 0:
+    each difference's sign flipped at random (scipy's ``permutation_test``, seeded)."""
+    if not np.any(differences):
+        return 1.0
+    return float(
+        stats.permutation_test(
+            (differences,),
+            lambda x, axis: np.mean(x, axis=axis),
+            permutation_type="samples",
+            vectorized=True,
+            n_resamples=resamples,
+            random_state=0,
+        ).pvalue
+    )
+
+
 def corruption_table(readings: Sequence[Readings]) -> pd.DataFrame:
     """Per model, corruption and severity: accuracy pooled over the model's runs with a 95%
     interval (runs, then images resampled), CER, the change from clean, and the exact McNemar
@@ -171,7 +188,13 @@ def corruption_table(readings: Sequence[Readings]) -> pd.DataFrame:
                 "p": mcnemar_exact(lost, gained) if corruption != CLEAN else np.nan,
             }
         )
-    table = pd.DataFrame(rows)
+    order = {name: i for i, name in enumerate((CLEAN, *CORRUPTIONS))}  # the models as given
+    table = pd.DataFrame(rows).sort_values(
+        ["corruption", "severity"], key=lambda c: c.map(order) if c.name == "corruption" else c
+    )
+    models = list(dict.fromkeys(r.model for r in readings))
+    table = table.sort_values("model", key=lambda c: c.map(models.index), kind="stable")
+    table = table.reset_index(drop=True)
     tested = table.corruption != CLEAN
     table["p_holm"] = np.nan
     table.loc[tested, "p_holm"] = holm(table.p[tested].tolist())
@@ -184,8 +207,8 @@ def summary_table(readings: Sequence[Readings], severities: Sequence[int] = MILD
     all, relative to clean (each with a 95% interval: runs, then images resampled, an image
     carrying all its corrupted copies), and the difference from the model with the highest mean
     at ``severities`` (at every severity measured when none of them was: ``compared_on``),
-    paired by seed and image, with a 95% bootstrap interval and a Wilcoxon signed-rank test over
-    images of each image's difference averaged over seeds, Holm-adjusted."""
+    paired by seed and image, with a 95% bootstrap interval and a sign-flip permutation test of
+    the mean over images of each image's difference averaged over seeds, Holm-adjusted."""
     frame = scored(readings)
     corrupted = frame[frame.corruption != CLEAN]
     mild = corrupted[corrupted.severity.isin(severities)]
@@ -227,8 +250,7 @@ def summary_table(readings: Sequence[Readings], severities: Sequence[int] = MILD
             continue
         groups = [g.to_numpy() for _, g in diff.groupby(level="seed")]
         point, low, high = bootstrap_mean(groups)
-        by_image = diff.groupby(level="file").mean()
-        p = 1.0 if (by_image == 0).all() else float(stats.wilcoxon(by_image).pvalue)
+        p = sign_flip_p(diff.groupby(level="file").mean().to_numpy())
         table.loc[table.model == model, ["diff", "diff_low", "diff_high"]] = point, low, high
         p_values.append(p)
     table["p"] = p_values

@@ -90,7 +90,9 @@ def test_tables_mark_a_drop_as_significant_only_when_it_is():
     n = 40
     strong = {("clean", 0): [True] * n, ("blur", 1): [True] * (n - 1) + [False]}
     weak = {("clean", 0): [True] * n, ("blur", 1): [True] * 10 + [False] * (n - 10)}
-    runs = [readings("strong", s, strong) for s in (0, 1)] + [readings("weak", 0, weak)]
+    near = {("clean", 0): [True] * n, ("blur", 1): [True] * (n - 2) + [False] * 2}
+    runs = [readings(m, s, r) for m, r in (("strong", strong), ("near", near)) for s in (0, 1)]
+    runs.append(readings("weak", 0, weak))
     table = corruption_table(runs).set_index(["model", "corruption"])
     assert table.loc[("strong", "blur")].seq_acc == pytest.approx((n - 1) / n)
     assert table.loc[("strong", "blur")].lost == 2 and not table.loc[("strong", "blur")].significant
@@ -98,7 +100,10 @@ def test_tables_mark_a_drop_as_significant_only_when_it_is():
     assert table.loc[("weak", "blur")].change == pytest.approx(-0.75)
 
     summary = summary_table(runs).set_index("model")
-    assert list(summary.index) == ["strong", "weak"]  # the best first
+    assert list(summary.index) == ["strong", "near", "weak"]  # the best first
+    # one image apart: no significant difference (the test agrees with the interval)
+    assert summary.loc["near", "diff_low"] < 0 and summary.loc["near", "diff_high"] >= 0
+    assert summary.loc["near", "p_holm"] > 0.5 and not summary.loc["near", "significant"]
     assert summary.loc["weak", "relative_mild"] == pytest.approx(0.25)
     assert summary.loc["weak", "diff"] == pytest.approx(-(n - 1) / n + 0.25)
     assert summary.loc["weak", "diff_high"] < 0 and summary.loc["weak", "significant"]
