@@ -33,9 +33,9 @@ def load_recognizer(model: str) -> tuple[Any, dict[str, Any]]:
         return mlflow.pyfunc.load_model(local), meta
 
 
-def check_run_has_model(run_id: str) -> None:
-    """A run id that names a run without a logged model is an error that says which runs have one
-    (``train`` logs one; suites only with ``log_models: true``)."""
+def check_run_has_model(run_id: str) -> mlflow.entities.Run:
+    """The run; a run id that names a run without a logged model is an error that says which
+    runs have one (``train`` logs one; suites only with ``log_models: true``)."""
     try:
         run = mlflow.MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException:
@@ -48,6 +48,7 @@ def check_run_has_model(run_id: str) -> None:
             else "it was trained with --no-model"
         )
         raise ValueError(f"run {run_id} logged no model: {why}; `python -m bench train` logs one")
+    return run
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,7 @@ def logged_weights(run_id: str) -> LoggedWeights:
 
     mlflow.set_tracking_uri(tracking_uri())
     client = mlflow.MlflowClient()
-    check_run_has_model(run_id)
-    run = client.get_run(run_id)
+    run = check_run_has_model(run_id)
     outputs = run.outputs.model_outputs if run.outputs else []
     model_id = outputs[0].model_id if outputs else None
     model = (
