@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from bench.data.corruptions import CLEAN, CORRUPTIONS, VERSION, corrupted_files
 from bench.metrics import per_image
 from bench.recognizer import codec_from_metadata, decode_images
 from bench.report.stats import bootstrap_mean, bootstrap_ratio, holm, mcnemar_exact
+from bench.spec import resolve_hparams
 from bench.tracking.models import logged_weights
 from bench.tracking.query import predictions, run_table
 from bench.tracking.record import log_run_table
@@ -33,13 +35,21 @@ class Readings:
     severity 0: the images as they are)."""
 
     run_id: str
-    model: str  # the approach, with ", pretrained" when it started from another run's weights
+    model: str  # :func:`model_name`
     seed: int
     frame: pd.DataFrame
 
 
-def model_name(tags: dict[str, str]) -> str:
-    return tags.get("approach", "?") + (", pretrained" if tags.get("init_run") else "")
+MEASURED = {"mean", "std", "init"}  # set from the data, or said by ", pretrained"
+
+
+def model_name(approach: str, hparams: dict[str, Any]) -> str:
+    """The approach, ", pretrained" when it started from another run's weights, and the
+    hyperparameters it changed from the approach's defaults: ``ce-crnn (rotate=10.0)``."""
+    defaults = resolve_hparams(approach, {})
+    changed = [f"{k}={v}" for k, v in hparams.items() if k not in MEASURED and defaults.get(k) != v]
+    name = approach + (", pretrained" if hparams.get("init") else "")
+    return name + (f" ({', '.join(changed)})" if changed else "")
 
 
 def test_files(run_ids: Sequence[str]) -> list[str]:
@@ -109,7 +119,8 @@ def evaluate(
         log_run_table(run_id, pd.concat(parts[1:]), TABLE, run_metrics(frame))
     frame = frame.astype({"file": str, "label": str, "prediction": str, "severity": int})
     keep = frame.set_index(["corruption", "severity"]).index.isin(wanted)
-    return Readings(run_id, model_name(logged.tags), int(logged.tags.get("seed", 0)), frame[keep])
+    model = model_name(logged.meta["approach"], logged.meta["hparams"])
+    return Readings(run_id, model, int(logged.tags.get("seed", 0)), frame[keep])
 
 
 def run_metrics(frame: pd.DataFrame) -> dict[str, float]:

@@ -163,3 +163,13 @@ def test_bad_runs_are_refused_in_one_line_before_any_reading(tmp_path, mlflow_st
     assert main(["robustness", "--run", one, "--severities", "6", *out]) == 2
     assert "--severities 6: give levels of 1-5" in capsys.readouterr().err
     assert not (tmp_path / "r" / "robustness.csv").exists()
+
+
+def test_a_model_is_named_by_its_start_and_the_settings_it_changed():
+    from bench.robustness import model_name
+    from bench.spec import resolve_hparams
+
+    hparams = resolve_hparams("ce-crnn", {})
+    assert model_name("ce-crnn", {**hparams, "mean": [0.5], "std": [0.2]}) == "ce-crnn"
+    changed = {**hparams, "rotate": 10.0, "init": "run:abc"}
+    assert model_name("ce-crnn", changed) == "ce-crnn, pretrained (rotate=10.0)"

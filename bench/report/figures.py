@@ -394,14 +394,14 @@ def data_efficiency(table: pd.DataFrame) -> Panel:
 
 def robustness_figure(table: pd.DataFrame) -> plt.Figure:
     """Per corruption, test sequence accuracy (95% interval) against severity (0: clean), a
-    colour per approach, dashed when pretrained."""
+    colour per approach, dashed when pretrained, dotted with changed hyperparameters."""
     corruptions = [c for c in dict.fromkeys(table.corruption) if c != "clean"]
     columns = min(4, len(corruptions))
     rows = -(-len(corruptions) // columns)
     figure, axes = plt.subplots(
         rows, columns, figsize=(2.7 * columns + 1.6, 2.3 * rows), sharey=True, squeeze=False
     )
-    approach = table.model.str.split(",").str[0]
+    approach = table.model.str.extract(r"^([^ ,]+)", expand=False)
     palette = approach_palette(approach)
     clean = table[table.corruption == "clean"].set_index("model")
     for ax, corruption in zip(axes.flat, corruptions, strict=False):
@@ -419,8 +419,8 @@ def robustness_figure(table: pd.DataFrame) -> plt.Figure:
                 capsize=2,
                 marker="o",
                 markersize=3,
-                color=palette[model.split(",")[0]],
-                linestyle="--" if "pretrained" in model else "-",
+                color=palette[approach[table.model == model].iloc[0]],
+                linestyle="--" if ", pretrained" in model else ":" if "(" in model else "-",
                 label=model,
             )
         ax.set_title(corruption.replace("_", " "), fontsize=10)
