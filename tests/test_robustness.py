@@ -125,7 +125,7 @@ def test_robustness_reads_logged_models_logs_back_and_reuses(tmp_path, mlflow_st
     client = mlflow.MlflowClient(mlflow_store)
     for run_id, model in ((ce, "ce-crnn"), (ctc, "crnn-modified")):
         run = client.get_run(run_id)
-        clean = table[(table.model == model) & (table.corruption == "clean")]
+        clean = table[table.model.str.startswith(model + " (") & (table.corruption == "clean")]
         assert clean.seq_acc.item() == pytest.approx(run.data.metrics["accuracy/test_seq_acc"])
         assert clean.cer.item() == pytest.approx(run.data.metrics["accuracy/test_cer"])
         assert "robustness/robust_seq_acc_s1_3" in run.data.metrics
